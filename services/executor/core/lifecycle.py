@@ -1,0 +1,80 @@
+"""The executor's rules for a job's life: its environment, how it is run, how it ended (pure)."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from enum import Enum
+
+from shared.events import JobSpec
+from shared.slurm_formats import format_limit
+
+CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_INTERPRETER = "/bin/bash"
+
+
+class EndedBy(Enum):
+    ITSELF = "itself"
+    CANCEL = "cancel"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: str
+    exit_code: str
+    error_msg: str | None
+
+
+def job_environment(spec: JobSpec, job_id: int, node: str, user: str, home: str) -> dict[str, str]:
+    """A clean base, then the job's own variables, then ours: never the executor's environment."""
+    return {
+        "PATH": CLEAN_PATH,
+        "HOME": home,
+        "USER": user,
+        "LOGNAME": user,
+        "LANG": "C.UTF-8",
+        "SHELL": DEFAULT_INTERPRETER,
+        "TMPDIR": "/tmp",
+        **spec.environment,
+        "SCNS_JOB_ID": str(job_id),
+        "SCNS_JOB_NAME": spec.name,
+        "SCNS_CPUS": str(spec.cpus),
+        "SCNS_NODE": node,
+        "SLURM_JOB_ID": str(job_id),
+        "SLURM_JOB_NAME": spec.name,
+        "SLURM_CPUS_PER_TASK": str(spec.cpus_per_task),
+        "SLURM_NTASKS_PER_NODE": str(spec.ntasks_per_node),
+        "SLURM_SUBMIT_DIR": spec.cwd,
+        "SLURM_JOB_PARTITION": spec.partition,
+    }
+
+
+def command_for(script: str, script_path: str) -> list[str]:
+    """A script with a `#!` line is executed as it is (the kernel reads the line); else by bash."""
+    return [script_path] if script.startswith("#!") else [DEFAULT_INTERPRETER, script_path]
+
+
+def exit_code(returncode: int) -> str:
+    """Slurm's "<exit status>:<signal>" from a Popen-style return code (negative = signal)."""
+    return f"0:{-returncode}" if returncode < 0 else f"{returncode}:0"
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def outcome(returncode: int, ended_by: EndedBy, last_signal_sent: int, time_limit_s: int) -> Outcome:
+    """How a job that ran ended. When we ended it, our last signal is its exit code's signal."""
+    if ended_by is EndedBy.CANCEL:
+        return Outcome("CANCELLED", f"0:{last_signal_sent}", None)
+    if ended_by is EndedBy.TIMEOUT:
+        return Outcome("TIMEOUT", f"0:{last_signal_sent}", f"Time limit of {format_limit(time_limit_s)} reached")
+    if returncode == 0:
+        return Outcome("COMPLETED", "0:0", None)
+    if returncode > 0:
+        return Outcome("FAILED", exit_code(returncode), f"Exited with code {returncode}")
+    return Outcome("FAILED", exit_code(returncode), f"Killed by {signal_name(-returncode)}")

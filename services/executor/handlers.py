@@ -1,0 +1,305 @@
+"""The executor of one node: registers it, runs the jobs allocated to it, reports how they ended.
+
+It alone decides how a job that reached its node ended. A job is started at most once: a
+journal entry is written before the process is spawned, so a redelivered allocation (or a
+restart) finds it. Jobs found in the journal after a restart are reported NODE_FAIL and any
+process of theirs still alive is killed (same PID and start time, not a reused PID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import msgspec
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from services.executor.adapters.process import JobProcess, kill_leftover
+from services.executor.core.lifecycle import EndedBy, Outcome, command_for, job_environment, outcome
+from services.executor.core.logs import TAIL_THRESHOLD_BYTES, render_log
+from shared.bus import EventLog, decode_message
+from shared.events import (
+    HEARTBEAT_SUBJECT,
+    LOGS_SUBJECT,
+    STREAM,
+    SUBJECTS,
+    JobAllocated,
+    JobCancelRequested,
+    JobFinished,
+    JobSpec,
+    JobStarted,
+    JobSubmitted,
+    NodeDown,
+    NodeRegistered,
+    allocations_for,
+    cancel_requests,
+)
+from shared.paths import resolve_output_path, within_roots
+
+log = logging.getLogger(__name__)
+
+CONSUMER_VERSION = "v1"  # part of the durable name: a new filter gets a new consumer
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    cpus: int
+    memory_mb: int
+    partitions: list[str]
+    arch: str
+    job_roots: list[str]
+    state_dir: Path
+    kill_grace_s: float
+    heartbeat_s: float
+
+
+class JournalEntry(msgspec.Struct):
+    job_id: int
+    pid: int = 0  # 0: written before the spawn
+    create_time: float = 0.0
+    started_at: datetime | None = None
+
+
+class LogRequest(msgspec.Struct):
+    stdout: str
+    stderr: str
+
+
+class LogReply(msgspec.Struct):
+    stdout: str
+    stderr: str
+
+
+@dataclass(slots=True)
+class RunningJob:
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+
+class Executor:
+    def __init__(self, events: EventLog, node: NodeConfig, clock: Callable[[], datetime] = utcnow) -> None:
+        self.events = events
+        self.node = node
+        self.clock = clock
+        self.running: dict[int, RunningJob] = {}
+        self.journal_dir = node.state_dir / "jobs"
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        account = pwd.getpwuid(os.getuid())
+        self.user, self.home = account.pw_name, account.pw_dir
+
+    # ---- node -------------------------------------------------------------------------------
+
+    async def register(self) -> None:
+        registered = NodeRegistered(
+            node=self.node.name, cpus=self.node.cpus, memory_mb=self.node.memory_mb,
+            partitions=self.node.partitions, arch=self.node.arch, registered_at=self.clock(),
+        )
+        await self.events.publish_until_acked(registered, f"registered:{self.node.name}:{registered.registered_at}")
+        log.info("node %s registered: %d CPUs, %d MB, partitions %s", self.node.name, self.node.cpus,
+                 self.node.memory_mb, ",".join(self.node.partitions))
+
+    async def heartbeat(self) -> None:
+        subject = HEARTBEAT_SUBJECT.format(node=self.node.name)
+        while True:
+            try:
+                await self.events.nc.publish(subject, b"")
+            except nats.errors.Error as error:
+                log.warning("heartbeat not sent: %s", error)
+            await asyncio.sleep(self.node.heartbeat_s)
+
+    # ---- recovery ---------------------------------------------------------------------------
+
+    def _journal_path(self, job_id: int) -> Path:
+        return self.journal_dir / f"{job_id}.json"
+
+    def _write_journal(self, entry: JournalEntry) -> None:
+        path = self._journal_path(entry.job_id)
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "wb") as file:
+            file.write(msgspec.json.encode(entry))
+            file.flush()
+            os.fsync(file.fileno())
+        temporary.replace(path)
+
+    async def recover(self) -> None:
+        """Report jobs that were on this node when its executor last stopped without reporting them."""
+        for path in sorted(self.journal_dir.glob("*.json")):
+            try:
+                entry = msgspec.json.decode(path.read_bytes(), type=JournalEntry)
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
+                log.error("unreadable journal entry %s (%s): left in place", path, error)
+                continue
+            await self._report_lost(entry)
+
+    async def _report_lost(self, entry: JournalEntry) -> None:
+        if entry.pid:
+            kill_leftover(entry.pid, entry.create_time)
+        lost = Outcome("NODE_FAIL", "0:9", f"The executor of node {self.node.name} stopped while the job ran")
+        await self._finish(entry.job_id, lost, started_at=entry.started_at)
+
+    # ---- allocations and cancels ---------------------------------------------------------------
+
+    async def consume(self) -> None:
+        durable = f"executor-{CONSUMER_VERSION}-{self.node.name}"
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subjects=[
+                allocations_for(self.node.name),
+                cancel_requests(),
+                SUBJECTS[NodeDown].format(node=self.node.name),
+            ],
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=60,
+            max_ack_pending=10000,
+        )
+        # Create or update: a durable whose filter changed must not keep its old one.
+        await self.events.js.add_consumer(STREAM, config=config)
+        sub = await self.events.js.pull_subscribe_bind(durable=durable, stream=STREAM)
+        while True:
+            try:
+                messages = await sub.fetch(batch=256, timeout=5)
+            except nats.errors.TimeoutError:
+                continue
+            for msg in messages:
+                delivered = decode_message(msg)
+                if delivered is not None:
+                    await self.handle(delivered.event)
+                await msg.ack()
+
+    async def handle(self, event) -> None:
+        match event:
+            case JobAllocated(node=node) if node == self.node.name:
+                await self.start(event)
+            case JobCancelRequested(job_id=job_id):
+                if running := self.running.get(job_id):
+                    running.cancel.set()
+            case NodeDown(node=node) if node == self.node.name:
+                log.warning("this node was declared down: registering again")
+                await self.register()
+
+    async def start(self, allocation: JobAllocated) -> None:
+        job_id = allocation.job_id
+        if job_id in self.running or self._journal_path(job_id).exists():
+            return  # a redelivered allocation: the job was already started here
+        if await self.events.last_on(SUBJECTS[JobFinished].format(job_id=job_id, node=self.node.name)):
+            return  # already reported (e.g. the journal entry was removed after the report)
+        submitted = await self.events.read(job_id)
+        if submitted is None or not isinstance(submitted.event, JobSubmitted):
+            log.error("allocation of job %d names no submission in the log: ignored", job_id)
+            return
+        if await self.events.last_on(SUBJECTS[JobCancelRequested].format(job_id=job_id)) is not None:
+            # Cancelled while it was being allocated: it ends here without running.
+            await self._finish(job_id, Outcome("CANCELLED", "0:0", None), started_at=None)
+            return
+        self._write_journal(JournalEntry(job_id=job_id))
+        running = RunningJob()
+        self.running[job_id] = running
+        running.task = asyncio.create_task(self._run(job_id, submitted.event.spec, running))
+
+    async def _run(self, job_id: int, spec: JobSpec, running: RunningJob) -> None:
+        try:
+            process = await self._spawn(job_id, spec)
+        except OSError as error:
+            self.running.pop(job_id, None)
+            await self._finish(job_id, Outcome("FAILED", "127:0", f"Could not start the job: {error}"), None)
+            return
+        started_at = self.clock()
+        self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at))
+        started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at)
+        await self.events.publish_until_acked(started, f"started:{job_id}")
+        ended_by = await self._wait(process, running.cancel, spec.time_limit_s)
+        returncode = process.process.returncode
+        self.running.pop(job_id, None)
+        result = outcome(returncode, ended_by, process.last_signal_sent, spec.time_limit_s)
+        await self._finish(job_id, result, started_at)
+
+    async def _spawn(self, job_id: int, spec: JobSpec) -> JobProcess:
+        if not within_roots(spec.cwd, self.node.job_roots):
+            raise OSError(f"working directory {spec.cwd} is outside the job roots of node {self.node.name}")
+        Path(spec.cwd).mkdir(parents=True, exist_ok=True)
+        outputs = [Path(resolve_output_path(spec.cwd, path, job_id)) for path in (spec.stdout, spec.stderr)]
+        for output in outputs:
+            if not within_roots(str(output), self.node.job_roots):
+                raise OSError(f"output file {output} is outside the job roots of node {self.node.name}")
+            output.parent.mkdir(parents=True, exist_ok=True)
+        script_path = self.node.state_dir / "scripts" / f"{job_id}.sh"
+        script_path.parent.mkdir(exist_ok=True)
+        script_path.write_text(spec.script, encoding="utf-8")
+        script_path.chmod(0o700)
+        env = job_environment(spec, job_id, self.node.name, self.user, self.home)
+        return await JobProcess.spawn(command_for(spec.script, str(script_path)), spec.cwd, env, *outputs)
+
+    async def _wait(self, process: JobProcess, cancel: asyncio.Event, time_limit_s: int) -> EndedBy:
+        exited = asyncio.ensure_future(process.wait())
+        cancelled = asyncio.ensure_future(cancel.wait())
+        done, _ = await asyncio.wait(
+            [exited, cancelled], timeout=time_limit_s or None, return_when=asyncio.FIRST_COMPLETED
+        )
+        cancelled.cancel()
+        if exited in done:
+            ended_by = EndedBy.ITSELF
+        else:
+            ended_by = EndedBy.CANCEL if cancelled in done else EndedBy.TIMEOUT
+        if ended_by is EndedBy.ITSELF:
+            process.kill_leftovers()  # what it left running in the background ends with the job
+        else:
+            await process.terminate(self.node.kill_grace_s)
+        return ended_by
+
+    async def _finish(self, job_id: int, result: Outcome, started_at: datetime | None) -> None:
+        finished = JobFinished(
+            job_id=job_id, node=self.node.name, state=result.state, exit_code=result.exit_code,
+            error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(),
+        )
+        await self.events.publish_until_acked(finished, f"finished:{job_id}")
+        self._journal_path(job_id).unlink(missing_ok=True)
+        (self.node.state_dir / "scripts" / f"{job_id}.sh").unlink(missing_ok=True)
+
+    async def stop_jobs(self) -> None:
+        """On shutdown: end the running jobs and report them, so no job is left without an end."""
+        for running in self.running.values():
+            if running.task:
+                running.task.cancel()
+        for job_id in list(self.running):
+            await self._report_lost(msgspec.json.decode(self._journal_path(job_id).read_bytes(), type=JournalEntry))
+
+    # ---- logs -------------------------------------------------------------------------------
+
+    async def serve_logs(self) -> None:
+        async def on_request(msg) -> None:
+            try:
+                request = msgspec.json.decode(msg.data, type=LogRequest)
+                reply = LogReply(stdout=self._read_log(request.stdout), stderr=self._read_log(request.stderr))
+                await msg.respond(msgspec.json.encode(reply))
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                await msg.respond(msgspec.json.encode({"error": str(error)}))
+
+        sub = await self.events.nc.subscribe(LOGS_SUBJECT.format(node=self.node.name), cb=on_request)
+        try:
+            await asyncio.Future()
+        finally:
+            await sub.unsubscribe()
+
+    def _read_log(self, path: str) -> str:
+        if not path or not within_roots(path, self.node.job_roots):
+            return ""
+        try:
+            with open(path, "rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                if size > TAIL_THRESHOLD_BYTES:
+                    file.seek(size - TAIL_THRESHOLD_BYTES)
+                return render_log(size, file.read(TAIL_THRESHOLD_BYTES))
+        except OSError:
+            return ""

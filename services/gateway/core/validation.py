@@ -1,0 +1,188 @@
+"""Submit requests: their wire types and the rules of API.md, as a pure function to a JobSpec.
+
+Errors come out in FastAPI's shape, which the original's clients parse:
+`{"type", "loc", "msg", "input"}`, custom rule messages starting with "Value error, ".
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from shared.events import JobSpec
+from shared.paths import within_roots
+from shared.slurm_formats import FormatError, parse_memory_mb, parse_time_limit
+
+MAX_SCRIPT_BYTES = 1024 * 1024
+MAX_ENV_ENTRIES = 256
+MAX_ENV_BYTES = 128 * 1024
+
+Text255 = Annotated[str, Meta(min_length=1, max_length=255)]
+
+
+class JobRequest(msgspec.Struct, kw_only=True):
+    account: Text255
+    name: Text255
+    partition: Annotated[str, Meta(min_length=1, max_length=100)]
+    current_working_directory: Annotated[str, Meta(min_length=1, max_length=1024)]
+    standard_output: Annotated[str, Meta(min_length=1, max_length=512)]
+    standard_error: Annotated[str, Meta(min_length=1, max_length=512)]
+    time_limit: Annotated[str, Meta(min_length=1, max_length=32)]
+    environment: dict[str, str] = {}
+    ntasks_per_node: Annotated[int, Meta(ge=1)] = 1
+    cpus_per_task: Annotated[int, Meta(ge=1)] = 1
+    memory_per_node: Annotated[str, Meta(max_length=20, pattern=r"^\d+[KMGTkmgt]?$")] = "1G"
+    exclusive: bool = False
+
+
+class SubmitRequest(msgspec.Struct, kw_only=True):
+    job: JobRequest
+    script: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionCapacity:
+    """The largest node of a partition, by CPUs and by memory."""
+
+    max_cpus: int
+    max_memory_mb: int
+
+
+class RequestInvalid(Exception):
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(errors[0]["msg"] if errors else "invalid request")
+        self.errors = errors
+
+
+def error(loc: list, msg: str, value: Any, kind: str = "value_error") -> dict[str, Any]:
+    return {"type": kind, "loc": loc, "msg": msg, "input": value}
+
+
+def rule_error(loc: list, msg: str, value: Any) -> dict[str, Any]:
+    return error(loc, f"Value error, {msg}", value)
+
+
+_PATH = re.compile(r"`\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)`")
+_MISSING = re.compile(r"Object missing required field `([^`]+)`")
+_EXPECTED = re.compile(r"Expected `([a-z]+)")
+
+
+def _loc_of(message: str) -> list:
+    match = _PATH.search(message)
+    parts: list = ["body"]
+    if match:
+        for token in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]", match[1]):
+            parts.append(token[0] if token[0] else int(token[1]))
+    return parts
+
+
+def _input_at(document: Any, loc: list) -> Any:
+    for key in loc[1:]:
+        try:
+            document = document[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return document
+
+
+def decode_submit(body: bytes) -> SubmitRequest:
+    """Bytes to a SubmitRequest, or RequestInvalid in FastAPI's shape."""
+    try:
+        document = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise RequestInvalid([error(["body"], f"JSON decode error: {exc}", None, "json_invalid")]) from None
+    try:
+        return msgspec.convert(document, SubmitRequest, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        loc = _loc_of(message)
+        if missing := _MISSING.search(message):
+            loc.append(missing[1])
+            raise RequestInvalid([error(loc, "Field required", _input_at(document, loc[:-1]), "missing")]) from None
+        kind = f"{expected[1]}_type" if (expected := _EXPECTED.search(message)) else "value_error"
+        text = message.split(" - at `")[0]
+        raise RequestInvalid([error(loc, text, _input_at(document, loc), kind)]) from None
+
+
+def to_spec(
+    request: SubmitRequest,
+    partitions: dict[str, PartitionCapacity],
+    job_roots: list[str],
+    data_source: str = "API",
+) -> JobSpec:
+    """Apply every rule of API.md; all failures are reported together."""
+    job = request.job
+    errors: list[dict[str, Any]] = []
+
+    def check(field: str, value: Any, rule):
+        try:
+            return rule(value)
+        except (FormatError, ValueError) as failure:
+            errors.append(rule_error(["body", "job", field], str(failure), value))
+            return None
+
+    time_limit_s = check("time_limit", job.time_limit, parse_time_limit)
+    memory_mb = check("memory_per_node", job.memory_per_node, parse_memory_mb)
+
+    capacity = partitions.get(job.partition)
+    if capacity is None:
+        known = ", ".join(sorted(partitions)) or "none: no node has registered yet"
+        errors.append(rule_error(["body", "job", "partition"],
+                                 f"partition {job.partition!r} is not served by any node; known partitions: {known}",
+                                 job.partition))
+    else:
+        cpus = job.ntasks_per_node * job.cpus_per_task
+        if cpus > capacity.max_cpus:
+            errors.append(rule_error(
+                ["body", "job", "cpus_per_task"],
+                f"ntasks_per_node x cpus_per_task = {cpus} CPUs, but the largest node of partition "
+                f"{job.partition!r} has {capacity.max_cpus}", job.cpus_per_task))
+        if memory_mb is not None and memory_mb > capacity.max_memory_mb:
+            errors.append(rule_error(
+                ["body", "job", "memory_per_node"],
+                f"{job.memory_per_node} is more than the largest node of partition {job.partition!r} has "
+                f"({capacity.max_memory_mb} MB)", job.memory_per_node))
+
+    cwd = job.current_working_directory
+    if not posixpath.isabs(cwd):
+        errors.append(rule_error(["body", "job", "current_working_directory"], "must be an absolute path", cwd))
+    elif not within_roots(cwd, job_roots):
+        errors.append(rule_error(["body", "job", "current_working_directory"],
+                                 f"must be inside the job roots: {':'.join(job_roots)}", cwd))
+    else:
+        for field in ("standard_output", "standard_error"):
+            path = getattr(job, field)
+            if not within_roots(posixpath.join(cwd, path.replace("%j", "0")), job_roots):
+                errors.append(rule_error(["body", "job", field],
+                                         f"must resolve inside the job roots: {':'.join(job_roots)}", path))
+
+    if len(job.environment) > MAX_ENV_ENTRIES:
+        errors.append(rule_error(["body", "job", "environment"], f"at most {MAX_ENV_ENTRIES} entries", None))
+    elif sum(len(k.encode()) + len(v.encode()) for k, v in job.environment.items()) > MAX_ENV_BYTES:
+        errors.append(rule_error(["body", "job", "environment"], "at most 128 KiB in all", None))
+
+    if not request.script.strip():
+        errors.append(rule_error(["body", "script"], "the script is blank", request.script))
+    elif len(request.script.encode()) > MAX_SCRIPT_BYTES:
+        errors.append(rule_error(["body", "script"], "the script is larger than 1 MiB", None))
+
+    if errors:
+        raise RequestInvalid(errors)
+    return JobSpec(
+        account=job.account, name=job.name, partition=job.partition, cwd=posixpath.normpath(cwd),
+        stdout=job.standard_output, stderr=job.standard_error, script=request.script,
+        time_limit_s=time_limit_s, environment=job.environment, ntasks_per_node=job.ntasks_per_node,
+        cpus_per_task=job.cpus_per_task, memory_mb=memory_mb, exclusive=job.exclusive, data_source=data_source,
+    )
+
+
+def parse_job_id(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise RequestInvalid([error(["path", "job_id"], "Input should be a valid integer, unable to parse string "
+                                    "as an integer", text, "int_parsing")])
+    return int(text)

@@ -1,0 +1,26 @@
+"""Wires the projector: the event log and the PostgreSQL read model, from settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+from psycopg_pool import AsyncConnectionPool
+
+from services.projector.adapters.postgres import PostgresReadModel
+from services.projector.handlers import Projector
+from shared.bus import EventLog
+from shared.config import Settings
+from shared.service import until_stopped
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    events = await EventLog.connect(settings.nats_url, "scns-projector")
+    pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=4, open=False)
+    await pool.open(wait=True, timeout=60)
+    try:
+        model = PostgresReadModel(pool)
+        await model.migrate()
+        await until_stopped(stop, Projector(events, model).follow_log())
+    finally:
+        await pool.close()
+        await events.close()

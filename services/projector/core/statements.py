@@ -1,0 +1,77 @@
+"""The projection: each event as the SQL that applies it to the read model (pure).
+
+Applied exactly once per event: the adapter runs them in one transaction with the stream
+position, skipping events at or below it. Terminal states are never overwritten.
+"""
+
+from __future__ import annotations
+
+from shared.events import (
+    AnyEvent,
+    JobAllocated,
+    JobCancelled,
+    JobCancelRequested,
+    JobFinished,
+    JobStarted,
+    JobSubmitted,
+    NodeDown,
+    NodeRegistered,
+)
+from shared.paths import resolve_output_path
+
+Statement = tuple[str, tuple]
+
+NOT_TERMINAL = "state in ('PENDING', 'RUNNING')"
+
+
+def statements(seq: int, event: AnyEvent) -> list[Statement]:
+    match event:
+        case JobSubmitted(spec=spec, submitted_at=at):
+            return [(
+                "insert into jobs (job_id, name, account, partition, state, cwd, stdout_path, stderr_path,"
+                " ntasks_per_node, cpus_per_task, memory_mb, time_limit_s, exclusive, data_source, submit_time)"
+                " values (%s, %s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " on conflict (job_id) do nothing",
+                (seq, spec.name, spec.account, spec.partition, spec.cwd,
+                 resolve_output_path(spec.cwd, spec.stdout, seq), resolve_output_path(spec.cwd, spec.stderr, seq),
+                 spec.ntasks_per_node, spec.cpus_per_task, spec.memory_mb, spec.time_limit_s, spec.exclusive,
+                 spec.data_source, at),
+            )]
+        case JobCancelRequested(job_id=job_id):
+            return [("update jobs set cancel_requested = true where job_id = %s", (job_id,))]
+        case JobAllocated(job_id=job_id, node=node, cpus=cpus, memory_mb=memory_mb):
+            return [
+                ("update nodes set allocated_cpus = allocated_cpus + %s, allocated_memory_mb = allocated_memory_mb + %s"
+                 " where node_name = %s", (cpus, memory_mb, node)),
+                (f"update jobs set node = %s, allocated_cpus = %s, allocated_memory_mb = %s"
+                 f" where job_id = %s and {NOT_TERMINAL}", (node, cpus, memory_mb, job_id)),
+            ]
+        case JobCancelled(job_id=job_id, cancelled_at=at):
+            return [(f"update jobs set state = 'CANCELLED', exit_code = '0:0', end_time = %s"
+                     f" where job_id = %s and {NOT_TERMINAL}", (at, job_id))]
+        case JobStarted(job_id=job_id, started_at=at):
+            return [("update jobs set state = 'RUNNING', start_time = %s where job_id = %s and state = 'PENDING'",
+                     (at, job_id))]
+        case JobFinished(job_id=job_id, state=state, exit_code=exit_code, error_msg=error, started_at=started,
+                         ended_at=ended):
+            return [
+                # Free the node's share first, while the job row still names it.
+                (f"update nodes n set allocated_cpus = n.allocated_cpus - j.allocated_cpus,"
+                 f" allocated_memory_mb = n.allocated_memory_mb - j.allocated_memory_mb"
+                 f" from jobs j where j.job_id = %s and j.node = n.node_name and j.{NOT_TERMINAL}", (job_id,)),
+                (f"update jobs set state = %s, exit_code = %s, error_msg = %s, end_time = %s,"
+                 f" start_time = coalesce(start_time, %s) where job_id = %s and {NOT_TERMINAL}",
+                 (state, exit_code, error, ended, started, job_id)),
+            ]
+        case NodeRegistered(node=node, cpus=cpus, memory_mb=memory_mb, partitions=partitions, arch=arch,
+                            registered_at=at):
+            return [(
+                "insert into nodes (node_name, partitions, arch, total_cpus, memory_mb, state, registered_at)"
+                " values (%s, %s, %s, %s, %s, 'UP', %s) on conflict (node_name) do update set"
+                " partitions = excluded.partitions, arch = excluded.arch, total_cpus = excluded.total_cpus,"
+                " memory_mb = excluded.memory_mb, state = 'UP', registered_at = excluded.registered_at",
+                (node, partitions, arch, cpus, memory_mb, at),
+            )]
+        case NodeDown(node=node):
+            return [("update nodes set state = 'DOWN' where node_name = %s", (node,))]
+    return []

@@ -1,0 +1,20 @@
+"""Wires the scheduler: the event log, the policy and the node timeout, from settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.scheduler.core.policy import POLICIES
+from services.scheduler.handlers import Scheduler
+from shared.bus import EventLog
+from shared.config import Settings
+from shared.service import until_stopped
+
+
+async def main(settings: Settings, stop: asyncio.Event) -> None:
+    events = await EventLog.connect(settings.nats_url, "scns-scheduler")
+    scheduler = Scheduler(events, POLICIES["fifo-first-fit"], settings.node_timeout_seconds)
+    try:
+        await until_stopped(stop, scheduler.follow_log(), scheduler.watch_heartbeats())
+    finally:
+        await events.close()

@@ -1,0 +1,133 @@
+"""The scheduler's view of the cluster, folded from the event log (pure: no I/O, no clock).
+
+`evolve(state, seq, event)` applies one event at its stream sequence; `replay` is the left
+fold. The state is mutated in place and returned: a copy per event would make replaying a
+long log quadratic. Every case is idempotent, so the scheduler may apply its own decisions
+at once ("state plus the plan so far") and again when they come back from the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import reduce
+
+from shared.events import (
+    AnyEvent,
+    JobAllocated,
+    JobCancelled,
+    JobCancelRequested,
+    JobFinished,
+    JobStarted,
+    JobSubmitted,
+    NodeDown,
+    NodeRegistered,
+)
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    cpus: int
+    memory_mb: int
+    partitions: tuple[str, ...]
+    alive: bool = True
+    used_cpus: int = 0
+    used_memory_mb: int = 0
+    jobs: set[int] = field(default_factory=set)
+
+    @property
+    def free_cpus(self) -> int:
+        return self.cpus - self.used_cpus
+
+    @property
+    def free_memory_mb(self) -> int:
+        return self.memory_mb - self.used_memory_mb
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    job_id: int
+    partition: str
+    cpus: int
+    memory_mb: int
+    exclusive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    node: str
+    cpus: int
+    memory_mb: int
+
+
+@dataclass(slots=True)
+class SchedulerState:
+    nodes: dict[str, Node] = field(default_factory=dict)
+    # partition -> job id -> job, in submission order (ids increase with the stream sequence).
+    queues: dict[str, dict[int, PendingJob]] = field(default_factory=dict)
+    placed: dict[int, Placement] = field(default_factory=dict)
+    cancel_requested: set[int] = field(default_factory=set)
+    last_seq: int = 0
+
+    def pending(self, job_id: int) -> PendingJob | None:
+        for queue in self.queues.values():
+            if job_id in queue:
+                return queue[job_id]
+        return None
+
+    def _dequeue(self, job_id: int) -> PendingJob | None:
+        for queue in self.queues.values():
+            if job_id in queue:
+                return queue.pop(job_id)
+        return None
+
+
+def evolve(state: SchedulerState, seq: int, event: AnyEvent) -> SchedulerState:
+    match event:
+        case JobSubmitted(spec=spec):
+            if seq > state.last_seq:
+                state.queues.setdefault(spec.partition, {})[seq] = PendingJob(
+                    seq, spec.partition, spec.cpus, spec.memory_mb, spec.exclusive
+                )
+        case JobCancelRequested(job_id=job_id):
+            if state.pending(job_id) is not None:
+                state.cancel_requested.add(job_id)
+        case JobAllocated(job_id=job_id, node=name, cpus=cpus, memory_mb=memory_mb):
+            if state._dequeue(job_id) is not None:
+                state.placed[job_id] = Placement(name, cpus, memory_mb)
+                if node := state.nodes.get(name):
+                    node.used_cpus += cpus
+                    node.used_memory_mb += memory_mb
+                    node.jobs.add(job_id)
+        case JobCancelled(job_id=job_id):
+            state._dequeue(job_id)
+            state.cancel_requested.discard(job_id)
+        case JobFinished(job_id=job_id):
+            state._dequeue(job_id)
+            state.cancel_requested.discard(job_id)
+            if (placement := state.placed.pop(job_id, None)) and (node := state.nodes.get(placement.node)):
+                node.used_cpus -= placement.cpus
+                node.used_memory_mb -= placement.memory_mb
+                node.jobs.discard(job_id)
+        case JobStarted():
+            pass
+        case NodeRegistered(node=name, cpus=cpus, memory_mb=memory_mb, partitions=partitions):
+            if node := state.nodes.get(name):
+                node.cpus, node.memory_mb, node.partitions, node.alive = cpus, memory_mb, tuple(partitions), True
+            else:
+                state.nodes[name] = Node(name, cpus, memory_mb, tuple(partitions))
+        case NodeDown(node=name):
+            if node := state.nodes.get(name):
+                node.alive = False
+    state.last_seq = max(state.last_seq, seq)
+    return state
+
+
+def replay(events: Iterable[tuple[int, AnyEvent]], state: SchedulerState | None = None) -> SchedulerState:
+    return reduce(lambda acc, item: evolve(acc, *item), events, state or SchedulerState())
+
+
+def assume(state: SchedulerState, decision: JobAllocated | JobCancelled) -> SchedulerState:
+    """Apply a decision already published but not yet read back: the log position stays put."""
+    return evolve(state, state.last_seq, decision)

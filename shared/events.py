@@ -1,0 +1,160 @@
+"""The event contract: every fact about a job or a node, as a versioned, tagged msgspec Struct.
+
+Events are public (integrations subscribe to them): fields are only ever added, always with a
+default, and a field's type never changes, so an old event always still decodes. `v` is the
+schema version of the event type; bump it when fields are added.
+
+A job's id is the JetStream sequence of its `JobSubmitted` message, so `JobSubmitted` carries
+no id of its own; every later event of the job names it in the field `job_id` and the subject.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+STREAM = "SCNS"
+STREAM_SUBJECTS = ["scns.>"]
+
+# Control-plane subjects, outside the stream: nothing on them is a fact worth keeping.
+HEARTBEAT_SUBJECT = "scnsctl.heartbeat.{node}"
+LOGS_SUBJECT = "scnsctl.logs.{node}"
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
+    v: int = 1
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What the user asked for, validated and normalised by the gateway."""
+
+    account: str
+    name: str
+    partition: str
+    cwd: str
+    stdout: str
+    stderr: str
+    script: str
+    time_limit_s: int  # 0 = no limit
+    environment: dict[str, str] = {}
+    ntasks_per_node: int = 1
+    cpus_per_task: int = 1
+    memory_mb: int = 1024
+    exclusive: bool = False
+    data_source: str = "API"
+
+    @property
+    def cpus(self) -> int:
+        return self.ntasks_per_node * self.cpus_per_task
+
+
+class JobSubmitted(Event, frozen=True, kw_only=True):
+    spec: JobSpec
+    submitted_at: datetime
+
+
+class JobCancelRequested(Event, frozen=True, kw_only=True):
+    job_id: int
+    requested_at: datetime
+
+
+class JobAllocated(Event, frozen=True, kw_only=True):
+    job_id: int
+    node: str
+    cpus: int
+    memory_mb: int
+    allocated_at: datetime
+
+
+class JobCancelled(Event, frozen=True, kw_only=True):
+    """A job that never started was cancelled (decided by the scheduler)."""
+
+    job_id: int
+    cancelled_at: datetime
+
+
+class JobStarted(Event, frozen=True, kw_only=True):
+    job_id: int
+    node: str
+    pid: int
+    started_at: datetime
+
+
+class JobFinished(Event, frozen=True, kw_only=True):
+    """How a job that reached its node ended (decided by that node's executor).
+
+    `started_at` is None when the job was cancelled on the node before it started.
+    """
+
+    job_id: int
+    node: str
+    state: str  # COMPLETED | FAILED | CANCELLED | TIMEOUT | OUT_OF_MEMORY | NODE_FAIL
+    exit_code: str  # "<exit status>:<signal>"
+    error_msg: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime
+
+
+class NodeRegistered(Event, frozen=True, kw_only=True):
+    node: str
+    cpus: int
+    memory_mb: int
+    partitions: list[str]
+    arch: str
+    registered_at: datetime
+
+
+class NodeDown(Event, frozen=True, kw_only=True):
+    node: str
+    reason: str
+    down_at: datetime
+
+
+JobEvent = JobSubmitted | JobCancelRequested | JobAllocated | JobCancelled | JobStarted | JobFinished
+NodeEvent = NodeRegistered | NodeDown
+AnyEvent = JobEvent | NodeEvent
+
+# The one table of where each event type is published. Executors filter on the trailing node.
+SUBJECTS: dict[type[Event], str] = {
+    JobSubmitted: "scns.submit",
+    JobCancelRequested: "scns.job.{job_id}.cancel_requested",
+    JobAllocated: "scns.job.{job_id}.allocated.{node}",
+    JobCancelled: "scns.job.{job_id}.cancelled",
+    JobStarted: "scns.job.{job_id}.started.{node}",
+    JobFinished: "scns.job.{job_id}.finished.{node}",
+    NodeRegistered: "scns.node.{node}.registered",
+    NodeDown: "scns.node.{node}.down",
+}
+
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"})
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def subject_of(event: Event) -> str:
+    template = SUBJECTS[type(event)]
+    return template.format(job_id=getattr(event, "job_id", ""), node=getattr(event, "node", ""))
+
+
+def job_subjects(job_id: int) -> str:
+    """The filter for every event of one job after its submission."""
+    return f"scns.job.{job_id}.>"
+
+
+def allocations_for(node: str) -> str:
+    return SUBJECTS[JobAllocated].format(job_id="*", node=node)
+
+
+def cancel_requests() -> str:
+    return SUBJECTS[JobCancelRequested].format(job_id="*")
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> AnyEvent:
+    """Decode any event; raises msgspec.ValidationError / DecodeError on foreign data."""
+    return _decoder.decode(data)

@@ -1,0 +1,49 @@
+"""What every service's `__main__` does: configure logging, run until SIGTERM/SIGINT, exit cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from shared.config import ConfigError, Settings, load_settings
+
+
+def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(settings, stop)` until it returns; SIGTERM/SIGINT set `stop`."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        sys.exit(f"{name}: {error}")
+
+    async def guarded() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await main(settings, stop)
+
+    try:
+        asyncio.run(guarded())
+    except (ConnectionError, ConfigError) as error:
+        sys.exit(f"{name}: {error}")
+
+
+async def until_stopped(stop: asyncio.Event, *tasks: Awaitable[None]) -> None:
+    """Run the service's loops until `stop` is set or one of them fails (which is then raised)."""
+    running = [asyncio.ensure_future(task) for task in tasks]
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait([stopper, *running], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper:
+                task.result()
+    finally:
+        for task in [stopper, *running]:
+            task.cancel()
+        await asyncio.gather(stopper, *running, return_exceptions=True)

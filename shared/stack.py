@@ -1,0 +1,255 @@
+"""The whole stack on one machine: NATS, PostgreSQL and the four services, as child processes.
+
+`python -m shared.stack up` is what `./just up` runs; the end-to-end tests and the benchmarks
+start the same `Stack` on free ports in a temporary folder. Every process is started in its
+own process group and stopped by its PID, in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.embedded import (
+    UNPRIVILEGED_USER,
+    EmbeddedError,
+    NatsServer,
+    PostgresServer,
+    ensure_port_free,
+    reachable_by,
+    stop_process,
+)
+
+SERVICES = ("projector", "scheduler", "executor", "gateway")
+# Where PostgreSQL keeps its data when run as root and the project folder is out of reach of
+# the unprivileged user (e.g. a checkout in root's mode-700 home). Documented in the README.
+ROOT_PG_BASE = Path("/var/lib/scns-conductor")
+
+
+@dataclass
+class StackConfig:
+    home: Path  # .scns/ of the project, or a temporary folder
+    nats_port: int = 14222
+    pg_port: int = 15432
+    api_port: int = 8000
+    node_name: str = "node-01"
+    total_cpus: int = 0
+    total_memory_mb: int = 0
+    kill_grace_seconds: float = 10.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "work"
+
+
+def pg_base(home: Path) -> Path:
+    """Where PostgreSQL's folders go: beside the others, unless its user cannot reach them."""
+    if os.environ.get("SCNS_PG_DIR"):
+        return Path(os.environ["SCNS_PG_DIR"])
+    if os.geteuid() != 0:
+        return home / "pg"
+    import pwd
+
+    user = pwd.getpwnam(UNPRIVILEGED_USER)
+    home.mkdir(parents=True, exist_ok=True)
+    if reachable_by(home, user.pw_uid, user.pw_gid):
+        return home / "pg"
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+    return ROOT_PG_BASE / digest
+
+
+def admin_token(home: Path) -> str:
+    path = home / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.nats: NatsServer | None = None
+        self.postgres: PostgresServer | None = None
+        self.services: dict[str, subprocess.Popen] = {}
+        self.token = ""
+
+    @property
+    def logs(self) -> Path:
+        return self.config.home / "logs"
+
+    def environment(self) -> dict[str, str]:
+        config = self.config
+        return {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("SCNS_", "NATS_", "DATABASE_"))},
+            "NATS_URL": self.nats.url,
+            "DATABASE_URL": self.postgres.dsn(),
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(config.api_port),
+            "SCNS_ADMIN_TOKEN": self.token,
+            "NODE_NAME": config.node_name,
+            "TOTAL_CPUS": str(config.total_cpus),
+            "TOTAL_MEMORY_MB": str(config.total_memory_mb),
+            "JOB_WORK_BASE_DIR": str(config.work_dir),
+            "EXECUTOR_STATE_DIR": str(config.home / "executor"),
+            "KILL_GRACE_SECONDS": str(config.kill_grace_seconds),
+            "PYTHONUNBUFFERED": "1",
+            **config.extra_env,
+        }
+
+    def start(self) -> Stack:
+        config = self.config
+        for folder in (config.home, self.logs, config.work_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        ensure_port_free(config.api_port, "the API")
+        self.token = admin_token(config.home)
+        try:
+            self.nats = NatsServer(config.home / "nats", config.nats_port, self.logs / "nats-server.log").start()
+            base = pg_base(config.home)
+            self.postgres = PostgresServer(base / "data", config.pg_port, runtime_dir=base,
+                                           log=self.logs / "postgres.log").start()
+            for name in SERVICES:
+                self.start_service(name)
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_service(self, name: str) -> subprocess.Popen:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env=self.environment(), stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).resolve().parent.parent,
+            )
+        self.services[name] = process
+        return process
+
+    def stop_service(self, name: str) -> None:
+        stop_process(self.services.pop(name, None), timeout=self.config.kill_grace_seconds + 15)
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        """Until the API answers healthy and a node has registered (a submit can then be placed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(f"{self.config.api_url}/health", timeout=2) as response:
+                    if response.status == 200 and self.node_registered():
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise EmbeddedError(f"the stack did not become healthy within {timeout:.0f} s; logs in {self.logs}")
+
+    def node_registered(self) -> bool:
+        import psycopg
+
+        with psycopg.connect(self.postgres.dsn(), connect_timeout=2) as conn:
+            row = conn.execute("select count(*) from information_schema.tables where table_name = 'nodes'").fetchone()
+            return bool(row[0]) and bool(conn.execute("select count(*) from nodes where state = 'UP'").fetchone()[0])
+
+    def check_alive(self) -> None:
+        for name, process in self.services.items():
+            if process.poll() is not None:
+                tail = "\n".join((self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:])
+                raise EmbeddedError(f"the {name} exited with status {process.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for name in reversed(list(self.services)):
+            self.stop_service(name)
+        if self.postgres:
+            self.postgres.stop()
+        if self.nats:
+            self.nats.stop()
+
+
+def usage_text(stack: Stack) -> str:
+    config = stack.config
+    example = {
+        "job": {
+            "account": "project_alpha", "name": "test_job", "partition": "default",
+            "current_working_directory": str(config.work_dir / "test"),
+            "standard_output": "test.out", "standard_error": "test.err", "time_limit": "30",
+        },
+        "script": "#!/bin/bash\necho \"Hello World\"\nsleep 10\necho \"Done\"\n",
+    }
+    return f"""
+SCNS-Conductor is up.
+  API          {config.api_url}   (OpenAPI-free JSON; see API.md)
+  admin token  {stack.token}
+               (also in {config.home / 'admin-token'})
+  logs         {stack.logs}/
+
+Submit a job:
+  curl -s -X POST {config.api_url}/jobs/submit \\
+    -H "Authorization: Bearer $(cat {config.home / 'admin-token'})" -H 'Content-Type: application/json' \\
+    -d '{json.dumps(example)}'
+Then query it (use the job_id printed):
+  curl -s -H "Authorization: Bearer $(cat {config.home / 'admin-token'})" {config.api_url}/jobs/query/JOB_ID
+
+Ctrl-C stops everything.
+"""
+
+
+def up(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="up", description="Run the whole stack in the foreground.")
+    parser.add_argument("--home", default=os.environ.get("SCNS_HOME", ".scns"), help="state folder (.scns)")
+    args = parser.parse_args(argv)
+    config = StackConfig(
+        home=Path(args.home).resolve(),
+        nats_port=int(os.environ.get("SCNS_NATS_PORT", 14222)),
+        pg_port=int(os.environ.get("SCNS_PG_PORT", 15432)),
+        api_port=int(os.environ.get("API_PORT", 8000)),
+        node_name=os.environ.get("NODE_NAME", "node-01"),
+        total_cpus=int(os.environ.get("TOTAL_CPUS", 0)),
+        total_memory_mb=int(os.environ.get("TOTAL_MEMORY_MB", 0)),
+    )
+    stopping = False
+
+    def request_stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stack = Stack(config)
+    try:
+        print("starting NATS, PostgreSQL and the services ...", flush=True)
+        stack.start()
+        print(usage_text(stack), flush=True)
+        while not stopping:
+            stack.check_alive()
+            time.sleep(0.2)
+    except EmbeddedError as error:
+        print(f"up: {error}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    command, *rest = sys.argv[1:] or ["up"]
+    if command != "up":
+        sys.exit(f"usage: python -m shared.stack up [--home DIR]")
+    sys.exit(up(rest))
