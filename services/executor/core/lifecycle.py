@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from shared.events import JobSpec
 from shared.slurm_formats import format_limit
@@ -19,8 +19,7 @@ class EndedBy(Enum):
     TIMEOUT = "timeout"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     state: str
     exit_code: str
     error_msg: str | None

@@ -1,0 +1,79 @@
+"""The harness: real NATS (JetStream) and PostgreSQL servers on free loopback ports, data in a
+temporary folder, stopped by PID at the end. Nothing here touches a server it did not start."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shared.bus import EventLog
+from shared.embedded import NatsServer, PostgresServer, free_port
+from shared.events import STREAM
+
+
+@pytest.fixture(scope="session")
+def scratch() -> Path:
+    # Not pytest's tmp_path: that lives under a mode-700 folder that PostgreSQL's
+    # unprivileged user (when the suite runs as root) cannot reach.
+    folder = Path(tempfile.mkdtemp(prefix="scns-test-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nats_server(scratch: Path) -> NatsServer:
+    server = NatsServer(scratch / "nats", free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(scratch: Path) -> PostgresServer:
+    server = PostgresServer(scratch / "pg" / "data", free_port(), runtime_dir=scratch / "pg").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def event_log(nats_server: NatsServer) -> EventLog:
+    """A connection to a fresh, empty stream."""
+    events = await EventLog.connect(nats_server.url, "test")
+    try:
+        await events.js.delete_stream(STREAM)
+    except Exception:
+        pass
+    await events.ensure_stream()
+    yield events
+    await events.close()
+
+
+@pytest.fixture
+def database(postgres_server: PostgresServer) -> str:
+    """A fresh database; its DSN."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    yield postgres_server.dsn(name)
+    with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"drop database {name} with (force)")
+
+
+async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 30.0, what: str = "condition"):
+    """Poll `check` until it returns something truthy, or fail after a generous deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,26 @@
+from datetime import datetime, timezone
+
+from shared.bus import EventLog
+from shared.events import JobSpec, NodeRegistered, decode
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def spec(cwd: str = "/w", script: str = "true", **fields) -> JobSpec:
+    return JobSpec(account="acct", name="job", partition="default", cwd=cwd, stdout="out-%j", stderr="err-%j",
+                   script=script, time_limit_s=0, **fields)
+
+
+def node(name: str = "n1", cpus: int = 2, memory_mb: int = 4096) -> NodeRegistered:
+    return NodeRegistered(node=name, cpus=cpus, memory_mb=memory_mb, partitions=["default"], arch="x86_64",
+                          registered_at=NOW)
+
+
+async def all_events(events: EventLog) -> list[tuple[int, object]]:
+    """Every event in the stream, in order (read by sequence)."""
+    last = await events.last_seq()
+    found = []
+    for seq in range(1, last + 1):
+        if delivered := await events.read(seq):
+            found.append((seq, delivered.event))
+    return found

@@ -1,0 +1,39 @@
+import pytest
+
+from shared.bus import decode_message
+from shared.events import JobCancelRequested, JobSubmitted
+
+from .helpers import NOW, spec
+
+pytestmark = pytest.mark.integration
+
+
+async def test_publish_is_durable_ordered_and_deduplicated_by_msg_id(event_log):
+    first, dup1 = await event_log.publish(JobSubmitted(spec=spec(), submitted_at=NOW), "submit:acct:key-1")
+    second, _ = await event_log.publish(JobSubmitted(spec=spec(), submitted_at=NOW))
+    again, dup2 = await event_log.publish(JobSubmitted(spec=spec(), submitted_at=NOW), "submit:acct:key-1")
+    assert second > first and again == first and dup2 and not dup1
+    assert await event_log.last_seq() == second
+    assert (await event_log.read(first)).event.spec == spec()
+    assert await event_log.read(second + 100) is None
+
+
+async def test_last_on_subject_and_replay_in_order(event_log):
+    for job_id in (5, 6):
+        await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
+    assert (await event_log.last_on("scns.job.6.cancel_requested")).event.job_id == 6
+    assert await event_log.last_on("scns.job.7.cancel_requested") is None
+    assert (await event_log.last_on("scns.job.*.cancel_requested")).event.job_id == 6  # wildcards work
+    seen = []
+    async for msg in event_log.replay(2):
+        seen.append(decode_message(msg).event.job_id)
+        if msg.metadata.num_pending == 0:
+            break
+    assert seen == [6]
+
+
+async def test_foreign_data_in_the_stream_is_skipped_not_fatal(event_log):
+    await event_log.js.publish("scns.job.1.bogus", b"\x00not an event")
+    async for msg in event_log.replay(1):
+        assert decode_message(msg) is None
+        break

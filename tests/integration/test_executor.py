@@ -1,0 +1,96 @@
+import asyncio
+
+import psutil
+import pytest
+
+from services.executor.handlers import Executor, NodeConfig
+from shared.events import JobAllocated, JobCancelRequested, JobFinished, JobStarted, JobSubmitted
+
+from ..conftest import eventually
+from .helpers import NOW, all_events, spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def executor(event_log, tmp_path):
+    node = NodeConfig(name="n1", cpus=2, memory_mb=4096, partitions=["default"], arch="x86_64",
+                      job_roots=[str(tmp_path.resolve())], state_dir=tmp_path / "state", kill_grace_s=1.0,
+                      heartbeat_s=5.0)
+    executor = Executor(event_log, node)
+    await executor.register()
+    task = asyncio.create_task(executor.consume())
+    yield executor
+    task.cancel()
+    await executor.stop_jobs()
+
+
+async def submit_and_allocate(events, job_spec):
+    job_id, _ = await events.publish(JobSubmitted(spec=job_spec, submitted_at=NOW))
+    allocation = JobAllocated(job_id=job_id, node="n1", cpus=1, memory_mb=100, allocated_at=NOW)
+    await events.publish(allocation)
+    return job_id, allocation
+
+
+async def finished(events, job_id):
+    for _, event in await all_events(events):
+        if isinstance(event, JobFinished) and event.job_id == job_id:
+            return event
+    return None
+
+
+async def test_runs_a_job_and_reports_exit_code_and_output(event_log, executor, tmp_path):
+    cwd = tmp_path / "job"
+    job_id, _ = await submit_and_allocate(event_log, spec(str(cwd), "#!/bin/sh\necho hello $SLURM_JOB_ID\nexit 3"))
+    result = await eventually(lambda: finished(event_log, job_id), what="JobFinished")
+    assert (result.state, result.exit_code, result.error_msg) == ("FAILED", "3:0", "Exited with code 3")
+    assert (cwd / f"out-{job_id}").read_text() == f"hello {job_id}\n"
+
+
+async def test_a_redelivered_allocation_does_not_start_the_job_twice(event_log, executor, tmp_path):
+    cwd = tmp_path / "job"
+    job_id, allocation = await submit_and_allocate(event_log, spec(str(cwd), "echo once >> runs.txt"))
+    await eventually(lambda: finished(event_log, job_id), what="JobFinished")
+    await event_log.publish(allocation)  # the same allocation delivered again
+    await event_log.publish(JobCancelRequested(job_id=999, requested_at=NOW))  # a marker after it
+
+    async def marker_consumed():
+        info = await event_log.js.consumer_info("SCNS", "executor-v1-n1")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await eventually(marker_consumed, what="the executor reading past the duplicate")
+    started = [e for _, e in await all_events(event_log) if isinstance(e, JobStarted)]
+    assert len(started) == 1 and (cwd / "runs.txt").read_text() == "once\n"
+
+
+async def test_cancel_ends_the_whole_process_tree(event_log, executor, tmp_path):
+    script = "sleep 3017 &\nsleep 3018\n"
+    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), script))
+
+    async def started():
+        return any(isinstance(e, JobStarted) and e.job_id == job_id for _, e in await all_events(event_log))
+
+    await eventually(started, what="JobStarted")
+    await eventually(lambda: _sleepers(), what="the job's processes")
+    await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
+    result = await eventually(lambda: finished(event_log, job_id), what="JobFinished")
+    assert (result.state, result.exit_code) == ("CANCELLED", "0:15")
+    assert not await _sleepers()
+
+
+async def test_cancel_requested_before_the_allocation_arrives_never_runs(event_log, executor, tmp_path):
+    job_id, _ = await event_log.publish(JobSubmitted(spec=spec(str(tmp_path / "job"), "touch ran"), submitted_at=NOW))
+    await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
+    await event_log.publish(JobAllocated(job_id=job_id, node="n1", cpus=1, memory_mb=1, allocated_at=NOW))
+    result = await eventually(lambda: finished(event_log, job_id), what="JobFinished")
+    assert (result.state, result.exit_code, result.started_at) == ("CANCELLED", "0:0", None)
+    assert not (tmp_path / "job" / "ran").exists()
+
+
+async def _sleepers():
+    mine = []
+    for process in psutil.process_iter(["cmdline", "ppid"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline[:2] in (["sleep", "3017"], ["sleep", "3018"]):
+            mine.append(process)
+    return mine

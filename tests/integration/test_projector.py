@@ -1,0 +1,85 @@
+import asyncio
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from services.projector.adapters.postgres import PostgresReadModel
+from services.projector.handlers import Projector
+from shared.events import JobAllocated, JobFinished, JobStarted, JobSubmitted
+
+from ..conftest import eventually
+from .helpers import NOW, node, spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def read_model(database):
+    pool = AsyncConnectionPool(database, min_size=1, max_size=2, open=False)
+    await pool.open()
+    model = PostgresReadModel(pool)
+    await model.migrate()
+    await model.migrate()  # idempotent
+    yield model
+    await pool.close()
+
+
+def life_of_one_job():
+    return [
+        (1, node("n1", cpus=4)),
+        (2, JobSubmitted(spec=spec(cpus_per_task=3), submitted_at=NOW)),
+        (3, JobAllocated(job_id=2, node="n1", cpus=3, memory_mb=100, allocated_at=NOW)),
+        (4, JobStarted(job_id=2, node="n1", pid=1, started_at=NOW)),
+    ]
+
+
+async def snapshot(model):
+    async with model.pool.connection() as conn:
+        job = await (await conn.execute("select state, node, allocated_cpus, exit_code from jobs")).fetchall()
+        nodes = await (await conn.execute("select node_name, allocated_cpus, state from nodes")).fetchall()
+        return job, nodes
+
+
+async def test_events_become_rows_and_a_redelivered_batch_changes_nothing(read_model):
+    assert await read_model.apply(life_of_one_job()) == 4
+    assert await snapshot(read_model) == ([("RUNNING", "n1", 3, ":")], [("n1", 3, "UP")])
+    await read_model.apply(life_of_one_job())  # redelivery
+    assert await snapshot(read_model) == ([("RUNNING", "n1", 3, ":")], [("n1", 3, "UP")])
+    finished = JobFinished(job_id=2, node="n1", state="FAILED", exit_code="3:0", error_msg="Exited with code 3",
+                           ended_at=NOW)
+    await read_model.apply([(5, finished)])
+    await read_model.apply([(5, finished), (6, finished)])  # again, and once more under a new sequence
+    assert await snapshot(read_model) == ([("FAILED", "n1", 3, "3:0")], [("n1", 0, "UP")])
+    assert await read_model.position() == 6
+
+
+async def test_a_terminal_state_is_never_overwritten(read_model):
+    cancelled_then_finished = [
+        (1, JobSubmitted(spec=spec(), submitted_at=NOW)),
+        (2, JobFinished(job_id=1, node="n1", state="CANCELLED", exit_code="0:15", ended_at=NOW)),
+        (3, JobFinished(job_id=1, node="n1", state="FAILED", exit_code="1:0", ended_at=NOW)),
+        (4, JobStarted(job_id=1, node="n1", pid=1, started_at=NOW)),
+    ]
+    await read_model.apply(cancelled_then_finished)
+    (rows, _) = await snapshot(read_model)
+    assert rows == [("CANCELLED", "", 0, "0:15")]
+
+
+async def test_projector_follows_the_log_and_resumes_from_its_position(event_log, read_model):
+    for _, event in life_of_one_job():
+        await event_log.publish(event)
+    first = asyncio.create_task(Projector(event_log, read_model).follow_log())
+    await eventually(lambda: _at(read_model, 4), what="projection of 4 events")
+    first.cancel()
+    await event_log.publish(JobFinished(job_id=2, node="n1", state="COMPLETED", exit_code="0:0", ended_at=NOW))
+    second = asyncio.create_task(Projector(event_log, read_model).follow_log())
+    try:
+        await eventually(lambda: _at(read_model, 5), what="projection after a restart")
+        assert await snapshot(read_model) == ([("COMPLETED", "n1", 3, "0:0")], [("n1", 0, "UP")])
+    finally:
+        second.cancel()
+
+
+async def _at(model, seq):
+    return await model.position() >= seq
+

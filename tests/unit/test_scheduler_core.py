@@ -1,0 +1,178 @@
+"""The fold and the FIFO + First Fit policy, by example and by property."""
+
+from datetime import datetime, timezone
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.scheduler.core.policy import fifo_first_fit
+from services.scheduler.core.state import SchedulerState, assume, evolve, replay
+from shared.events import (
+    JobAllocated,
+    JobCancelled,
+    JobCancelRequested,
+    JobFinished,
+    JobSpec,
+    JobSubmitted,
+    NodeDown,
+    NodeRegistered,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def node(name, cpus=2, memory_mb=4096, partitions=("default",)):
+    return NodeRegistered(node=name, cpus=cpus, memory_mb=memory_mb, partitions=list(partitions), arch="aarch64",
+                          registered_at=NOW)
+
+
+def submitted(cpus=1, memory_mb=100, partition="default", exclusive=False):
+    spec = JobSpec(account="a", name="j", partition=partition, cwd="/w", stdout="o", stderr="e", script="true",
+                   time_limit_s=0, cpus_per_task=cpus, memory_mb=memory_mb, exclusive=exclusive)
+    return JobSubmitted(spec=spec, submitted_at=NOW)
+
+
+def finished(job_id, node_name):
+    return JobFinished(job_id=job_id, node=node_name, state="COMPLETED", exit_code="0:0", ended_at=NOW)
+
+
+def run_policy(state):
+    """One pass, its decisions assumed into the state (what the adapter does)."""
+    decisions = fifo_first_fit(state, NOW)
+    for decision in decisions:
+        assume(state, decision)
+    return decisions
+
+
+def test_jobs_are_placed_first_fit_in_submission_order():
+    state = replay([(1, node("n1")), (2, node("n2")), (3, submitted()), (4, submitted()), (5, submitted())])
+    decisions = run_policy(state)
+    assert [(d.job_id, d.node) for d in decisions] == [(3, "n1"), (4, "n1"), (5, "n2")]
+    assert run_policy(state) == []  # nothing placed twice
+
+
+def test_the_head_of_a_partition_blocks_the_jobs_behind_it():
+    state = replay([(1, node("n1", cpus=2)), (2, submitted(cpus=2)), (3, submitted(cpus=2)), (4, submitted(cpus=1))])
+    assert [d.job_id for d in run_policy(state)] == [2]
+    assert run_policy(state) == []  # job 3 waits for 2 CPUs; job 4 waits behind it (strict FIFO)
+    evolve(state, 5, finished(2, "n1"))
+    assert [d.job_id for d in run_policy(state)] == [3]
+
+
+def test_partitions_queue_independently():
+    state = replay([(1, node("n1", cpus=1, partitions=["a"])), (2, node("n2", cpus=1, partitions=["b"])),
+                    (3, submitted(partition="a")), (4, submitted(partition="a")), (5, submitted(partition="b"))])
+    assert sorted((d.job_id, d.node) for d in run_policy(state)) == [(3, "n1"), (5, "n2")]
+
+
+def test_exclusive_job_takes_the_whole_node_and_only_an_empty_one():
+    state = replay([(1, node("n1", cpus=4)), (2, submitted()), (3, submitted(exclusive=True))])
+    decisions = run_policy(state)
+    assert [d.job_id for d in decisions] == [2]
+    evolve(state, 4, finished(2, "n1"))
+    (exclusive,) = run_policy(state)
+    assert (exclusive.job_id, exclusive.cpus, exclusive.memory_mb) == (3, 4, 4096)
+
+
+def test_memory_is_a_limit_too():
+    state = replay([(1, node("n1", cpus=8, memory_mb=1000)), (2, submitted(memory_mb=600)), (3, submitted(memory_mb=600))])
+    assert [d.job_id for d in run_policy(state)] == [2]
+
+
+def test_down_nodes_get_nothing_and_cancel_of_a_pending_job_is_decided_here():
+    state = replay([(1, node("n1")), (2, NodeDown(node="n1", reason="x", down_at=NOW)), (3, submitted()),
+                    (4, JobCancelRequested(job_id=3, requested_at=NOW))])
+    assert run_policy(state) == [JobCancelled(job_id=3, cancelled_at=NOW)]
+    assert state.pending(3) is None and run_policy(state) == []
+
+
+def test_a_decision_read_back_from_the_log_changes_nothing():
+    state = replay([(1, node("n1")), (2, submitted())])
+    (allocation,) = run_policy(state)
+    before = (state.nodes["n1"].used_cpus, dict(state.placed))
+    evolve(state, 3, allocation)  # the same decision, now read from the log
+    assert (state.nodes["n1"].used_cpus, dict(state.placed)) == before
+
+
+# ---- properties ----------------------------------------------------------------------------
+
+job_requests = st.tuples(st.integers(1, 4), st.integers(1, 3000), st.sampled_from(["default", "gpu"]), st.booleans())
+node_sizes = st.tuples(st.integers(1, 8), st.integers(500, 8000), st.sampled_from([("default",), ("gpu",), ("default", "gpu")]))
+
+
+@st.composite
+def histories(draw):
+    """A random log: nodes register, jobs arrive, the policy runs, jobs finish, in any interleaving."""
+    nodes = draw(st.lists(node_sizes, min_size=1, max_size=4))
+    steps = draw(st.lists(st.one_of(
+        st.tuples(st.just("submit"), job_requests),
+        st.tuples(st.just("finish"), st.integers(0, 50)),
+        st.tuples(st.just("cancel"), st.integers(0, 50)),
+        st.tuples(st.just("schedule"), st.none()),
+    ), max_size=60))
+    return nodes, steps
+
+
+def build_log(nodes, steps):
+    """Play the steps against a live state, recording the log the scheduler would have written."""
+    state, log, seq = SchedulerState(), [], 0
+
+    def append(event):
+        nonlocal seq
+        seq += 1
+        log.append((seq, event))
+        evolve(state, seq, event)
+
+    for index, (cpus, memory, partitions) in enumerate(nodes):
+        append(node(f"n{index}", cpus, memory, partitions))
+    for kind, arg in steps:
+        if kind == "submit":
+            cpus, memory, partition, exclusive = arg
+            append(submitted(cpus, memory, partition, exclusive))
+        elif kind == "finish" and state.placed:
+            job_id = sorted(state.placed)[arg % len(state.placed)]
+            append(finished(job_id, state.placed[job_id].node))
+        elif kind == "cancel" and log:
+            append(JobCancelRequested(job_id=log[arg % len(log)][0], requested_at=NOW))
+        elif kind == "schedule":
+            for decision in fifo_first_fit(state, NOW):
+                append(decision)
+    return state, log
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories())
+def test_never_over_commits_a_node(history):
+    state, log = build_log(*history)
+    for current in state.nodes.values():
+        assert 0 <= current.used_cpus <= current.cpus
+        assert 0 <= current.used_memory_mb <= current.memory_mb
+        placed_here = [p for p in state.placed.values() if p.node == current.name]
+        assert sum(p.cpus for p in placed_here) == current.used_cpus
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories())
+def test_fifo_within_a_partition(history):
+    """Every allocation's partition-mates submitted before it were placed (or cancelled) first."""
+    _, log = build_log(*history)
+    partition_of = {seq: e.spec.partition for seq, e in log if isinstance(e, JobSubmitted)}
+    decided: set[int] = set()
+    for _, event in log:
+        if isinstance(event, (JobAllocated, JobCancelled)):
+            if isinstance(event, JobAllocated):
+                earlier = [j for j, p in partition_of.items() if p == partition_of[event.job_id] and j < event.job_id]
+                assert all(j in decided for j in earlier), (event.job_id, earlier, decided)
+            decided.add(event.job_id)
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(), st.integers(0, 200))
+def test_replaying_a_prefix_then_the_rest_equals_replaying_everything(history, cut):
+    _, log = build_log(*history)
+    cut = min(cut, len(log))
+    whole = replay(log)
+    resumed = replay(log[cut:], replay(log[:cut]))
+    assert resumed == whole
+    # Replaying the tail again (a redelivery) is harmless too.
+    assert replay(log[cut:], resumed) == whole

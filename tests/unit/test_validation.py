@@ -1,0 +1,65 @@
+import msgspec
+import pytest
+
+from services.gateway.core.validation import PartitionCapacity, RequestInvalid, decode_submit, parse_job_id, to_spec
+
+PARTITIONS = {"default": PartitionCapacity(max_cpus=4, max_memory_mb=8192)}
+ROOTS = ["/jobs"]
+
+
+def body(**job):
+    base = {"account": "acct", "name": "n", "partition": "default", "current_working_directory": "/jobs/a",
+            "standard_output": "out-%j", "standard_error": "err", "time_limit": "30"}
+    return msgspec.json.encode({"job": {**base, **job}, "script": "echo hi", "unknown": 1})
+
+
+def errors_of(raw: bytes) -> list[dict]:
+    with pytest.raises(RequestInvalid) as caught:
+        to_spec(decode_submit(raw), PARTITIONS, ROOTS)
+    return caught.value.errors
+
+
+def test_a_valid_request_becomes_a_spec():
+    spec = to_spec(decode_submit(body(ntasks_per_node=2, cpus_per_task="2", memory_per_node="2g")), PARTITIONS, ROOTS)
+    assert (spec.cpus, spec.memory_mb, spec.time_limit_s, spec.cwd) == (4, 2048, 1800, "/jobs/a")
+
+
+def test_missing_field_in_fastapi_shape():
+    raw = msgspec.json.encode({"job": {"name": "n"}, "script": "x"})
+    with pytest.raises(RequestInvalid) as caught:
+        decode_submit(raw)
+    (error,) = caught.value.errors
+    assert error["type"] == "missing" and error["loc"][:2] == ["body", "job"] and error["msg"] == "Field required"
+
+
+def test_malformed_json_is_422_material():
+    with pytest.raises(RequestInvalid) as caught:
+        decode_submit(b"{")
+    assert caught.value.errors[0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("time_limit", "-5"), ("partition", "nope"), ("current_working_directory", "/etc"),
+    ("current_working_directory", "/jobs/../etc"), ("current_working_directory", "relative"),
+    ("standard_output", "../../etc/x"), ("cpus_per_task", 5), ("memory_per_node", "9G"),
+])
+def test_rules_name_the_field(field, value):
+    errors = errors_of(body(**{field: value}))
+    assert any(e["loc"] == ["body", "job", field] and e["msg"].startswith("Value error, ") for e in errors), errors
+
+
+def test_blank_script():
+    raw = msgspec.json.encode({"job": msgspec.json.decode(body())["job"], "script": "  \n"})
+    assert errors_of(raw)[0]["loc"] == ["body", "script"]
+
+
+def test_unknown_partition_lists_the_known_ones():
+    (error,) = errors_of(body(partition="gpu"))
+    assert "default" in error["msg"]
+
+
+def test_job_id_path_parameter():
+    assert parse_job_id("1001") == 1001
+    for bad in ("abc", "-1", "1.5", "１"):
+        with pytest.raises(RequestInvalid):
+            parse_job_id(bad)
