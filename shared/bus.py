@@ -17,7 +17,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from shared.events import STREAM, STREAM_SUBJECTS, AnyEvent, Event, decode, encode, subject_of
@@ -25,6 +25,8 @@ from shared.events import STREAM, STREAM_SUBJECTS, AnyEvent, Event, decode, enco
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
+REPLAY_INACTIVE_S = 60.0  # an abandoned reader's consumer disappears after this
+REPLAY_POLL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,22 +132,41 @@ class EventLog:
             return None
         return _delivered(raw.seq, raw.subject, raw.data)
 
-    async def replay(self, start_seq: int = 1, subject: str = "scns.>") -> AsyncIterator[Msg]:
+    async def replay(self, start_seq: int = 1, subject: str = "scns.>", batch: int = 512) -> AsyncIterator[Msg]:
         """Every message from `start_seq` on, in stream order, then new ones as they come.
 
-        An ordered consumer: no server-side state to leak, no acks; the reader keeps its position.
+        An ephemeral pull consumer without acks; the reader keeps its own position, so a lost
+        consumer (NATS restarted, inactivity) is simply created again from the next sequence.
         """
-        sub = await self.js.subscribe(
-            subject,
-            stream=STREAM,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            config=ConsumerConfig(opt_start_seq=max(1, start_seq)),
-            pending_msgs_limit=65536,
-        )
-        try:
-            async for msg in sub.messages:
-                yield msg
-        finally:
-            await sub.unsubscribe()
+        next_seq = max(1, start_seq)
+        while True:
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=next_seq,
+                ack_policy=AckPolicy.NONE,
+                filter_subject=subject,
+                inactive_threshold=REPLAY_INACTIVE_S,
+                mem_storage=True,
+            )
+            sub = await self.js.pull_subscribe(subject, stream=STREAM, config=config)
+            try:
+                while True:
+                    try:
+                        messages = await sub.fetch(batch, timeout=REPLAY_POLL_S)
+                    except nats.errors.TimeoutError:
+                        await sub.consumer_info()  # raises NotFoundError when the consumer is gone
+                        continue
+                    for msg in messages:
+                        next_seq = msg.metadata.sequence.stream + 1
+                        yield msg
+            except NotFoundError:
+                log.warning("replay consumer lost; resuming from seq %d", next_seq)
+            finally:
+                await _quietly(sub.unsubscribe())
 
+
+async def _quietly(operation) -> None:
+    try:
+        await operation
+    except nats.errors.Error:
+        pass

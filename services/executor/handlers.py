@@ -210,6 +210,15 @@ class Executor:
 
     async def _run(self, job_id: int, spec: JobSpec, running: RunningJob) -> None:
         try:
+            await self._run_to_end(job_id, spec, running)
+        except Exception as error:  # a bug here must still give the job its one terminal state
+            log.exception("job %d: executor failure", job_id)
+            self.running.pop(job_id, None)
+            await self._finish(job_id, Outcome("FAILED", "0:0", f"Executor failure on {self.node.name}: {error}"),
+                               started_at=None)
+
+    async def _run_to_end(self, job_id: int, spec: JobSpec, running: RunningJob) -> None:
+        try:
             process = await self._spawn(job_id, spec)
         except OSError as error:
             self.running.pop(job_id, None)

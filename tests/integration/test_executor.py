@@ -71,7 +71,10 @@ async def test_cancel_ends_the_whole_process_tree(event_log, executor, tmp_path)
         return any(isinstance(e, JobStarted) and e.job_id == job_id for _, e in await all_events(event_log))
 
     await eventually(started, what="JobStarted")
-    await eventually(lambda: _sleepers(), what="the job's processes")
+    async def both_running():
+        return len(await _sleepers()) == 2
+
+    await eventually(both_running, what="the job's two processes")
     await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
     result = await eventually(lambda: finished(event_log, job_id), what="JobFinished")
     assert (result.state, result.exit_code) == ("CANCELLED", "0:15")

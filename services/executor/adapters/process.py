@@ -17,7 +17,10 @@ class JobProcess:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.pid = process.pid
-        self.create_time = psutil.Process(process.pid).create_time()
+        try:
+            self.create_time = psutil.Process(process.pid).create_time()
+        except psutil.NoSuchProcess:
+            self.create_time = 0.0  # already exited and reaped: there is nothing left to find later
         self.last_signal_sent = 0
 
     @classmethod

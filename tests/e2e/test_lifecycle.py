@@ -1,0 +1,164 @@
+"""The job life cycle over HTTP, against the whole stack started as `up` starts it."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from shared.events import JobAllocated, JobFinished, JobStarted
+
+from ..conftest import eventually
+from ..integration.helpers import all_events
+
+pytestmark = pytest.mark.e2e
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
+
+
+def job(stack, script: str, *, time_limit: str = "10", cpus: int = 1, name: str = "test_job") -> dict:
+    return {
+        "job": {
+            "account": "project_alpha", "name": name, "partition": "default",
+            "current_working_directory": str(stack.config.work_dir / "e2e"),
+            "standard_output": "%j.out", "standard_error": "%j.err", "time_limit": time_limit,
+            "cpus_per_task": cpus,
+        },
+        "script": script,
+    }
+
+
+async def submit(api, body: dict, **headers) -> str:
+    response = await api.post("/jobs/submit", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    job_id = response.json()["job_id"]
+    # Acknowledged means queryable: never a 404, not even before the projection has it.
+    assert (await api.get(f"/jobs/query/{job_id}")).status_code == 200
+    return job_id
+
+
+async def until_state(api, job_id: str, states: set[str], timeout: float = 60.0) -> dict:
+    async def check():
+        body = (await api.get(f"/jobs/query/{job_id}")).json()
+        return body if body["state"] in states else None
+
+    return await eventually(check, timeout, what=f"job {job_id} to reach {states}")
+
+
+def processes_with(argument: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if argument in (process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+async def test_the_original_readme_example_completes_with_its_output(api, stack):
+    job_id = await submit(api, job(stack, '#!/bin/bash\necho "Hello World"\nsleep 1\necho "Done"\n', time_limit="30"))
+    body = await until_state(api, job_id, TERMINAL)
+    assert body["state"] == "COMPLETED" and body["detail"]["exit_code"] == "0:0" and body["error_msg"] is None
+    assert body["job_log"] == {"stdout": "Hello World\nDone\n", "stderr": ""}
+    assert body["detail"]["node_list"] == stack.config.node_name and body["detail"]["allocated_cpus"] == 1
+    assert body["time"]["limit_time"] == "30:00" and body["time"]["end_time"].endswith("Z")
+
+
+async def test_exit_3_is_failed_with_its_code(api, stack):
+    job_id = await submit(api, job(stack, "echo oops >&2\nexit 3\n"))
+    body = await until_state(api, job_id, TERMINAL)
+    assert (body["state"], body["detail"]["exit_code"], body["error_msg"]) == ("FAILED", "3:0", "Exited with code 3")
+    assert body["job_log"]["stderr"] == "oops\n"
+
+
+async def test_a_job_over_its_time_limit_is_timeout(api, stack):
+    job_id = await submit(api, job(stack, "sleep 3031\n", time_limit="0:0:1"))
+    body = await until_state(api, job_id, TERMINAL)
+    assert body["state"] == "TIMEOUT" and body["detail"]["exit_code"] == "0:15"
+    assert body["error_msg"] == "Time limit of 0:01 reached"
+    assert not processes_with("3031")
+
+
+async def test_cancel_while_pending_never_runs(api, stack, log):
+    blocker = await submit(api, job(stack, "sleep 3032\n", cpus=2))
+    await until_state(api, blocker, {"RUNNING"})
+    waiting = await submit(api, job(stack, "touch should-not-exist\n"))
+    pending = (await api.get(f"/jobs/query/{waiting}")).json()
+    assert pending["state"] == "PENDING" and pending["detail"]["reason"] in {"Resources", "Priority"}
+    assert (await api.post(f"/jobs/cancel/{waiting}")).json() == {"msg": "取消成功"}
+    body = await until_state(api, waiting, TERMINAL)
+    assert (body["state"], body["detail"]["exit_code"], body["time"]["start_time"]) == ("CANCELLED", "0:0", None)
+    assert (await api.post(f"/jobs/cancel/{blocker}")).status_code == 200
+    await until_state(api, blocker, TERMINAL)
+    events = [e for _, e in await all_events(log) if getattr(e, "job_id", None) == int(waiting)]
+    assert not any(isinstance(e, (JobAllocated, JobStarted)) for e in events)
+
+
+async def test_cancel_while_running_kills_the_tree_and_stays_cancelled(api, stack, log):
+    job_id = await submit(api, job(stack, "sleep 3033 &\nsleep 3034\n"))
+    await until_state(api, job_id, {"RUNNING"})
+    await eventually(_async(lambda: len(processes_with("3033")) + len(processes_with("3034")) == 2),
+                     what="the job's processes")
+    assert (await api.post(f"/jobs/cancel/{job_id}")).status_code == 200
+    body = await until_state(api, job_id, TERMINAL)
+    assert body["state"] == "CANCELLED" and body["detail"]["exit_code"] == "0:15"
+    assert not processes_with("3033") and not processes_with("3034")
+    # Cancelling again is a success that changes nothing; the log holds exactly one end.
+    assert (await api.post(f"/jobs/cancel/{job_id}")).json() == {"msg": "取消成功"}
+    ends = [e for _, e in await all_events(log) if isinstance(e, JobFinished) and e.job_id == int(job_id)]
+    assert [e.state for e in ends] == ["CANCELLED"]
+
+
+async def test_idempotency_key_returns_the_same_job(api, stack):
+    body = job(stack, "true\n")
+    first = await submit(api, body, **{"Idempotency-Key": "retry-me"})
+    second = await submit(api, body, **{"Idempotency-Key": "retry-me"})
+    third = await submit(api, body)
+    assert first == second != third and int(third) > int(first)
+
+
+async def test_unknown_job_is_404_and_bad_input_is_422(api, stack):
+    response = await api.get("/jobs/query/999999999")
+    assert response.status_code == 404 and response.json() == {"detail": "作业 999999999 未找到"}
+    assert (await api.post("/jobs/cancel/999999999")).status_code == 404
+    response = await api.post("/jobs/submit", content=b"{not json")
+    assert response.status_code == 422 and response.headers["x-request-id"]
+    unauthenticated = await api.get("/jobs/query/1", headers={"Authorization": "Bearer wrong"})
+    assert unauthenticated.status_code == 401
+
+
+async def test_200_one_cpu_jobs_on_a_2_cpu_node_never_run_more_than_2_at_once(api, stack, log):
+    ids = [await submit(api, job(stack, "true\n", name=f"many-{i}")) for i in range(200)]
+    for job_id in ids:
+        body = await until_state(api, job_id, TERMINAL, timeout=180)
+        assert body["state"] == "COMPLETED", body
+    holding, running, most_holding, most_running = 0, 0, 0, 0
+    for _, event in await all_events(log):
+        if isinstance(event, JobAllocated):
+            holding += 1
+        elif isinstance(event, JobStarted):
+            running += 1
+        elif isinstance(event, JobFinished):
+            holding -= 1
+            running -= event.started_at is not None
+        most_holding, most_running = max(most_holding, holding), max(most_running, running)
+    assert most_running <= 2 and most_holding <= 2
+    assert most_running == 2  # and the node was used fully
+
+
+async def test_every_service_restarts_without_losing_a_job(api, stack):
+    done = await submit(api, job(stack, "echo kept\n"))
+    await until_state(api, done, TERMINAL)
+    for service in ("scheduler", "projector", "executor", "gateway"):
+        stack.stop_service(service)
+        stack.start_service(service)
+    stack.wait_healthy()
+    body = await until_state(api, done, TERMINAL)
+    assert body["state"] == "COMPLETED" and body["job_log"]["stdout"] == "kept\n"
+    fresh = await submit(api, job(stack, "echo after\n"))
+    body = await until_state(api, fresh, TERMINAL)
+    assert body["state"] == "COMPLETED" and body["job_log"]["stdout"] == "after\n"
+
+
+def _async(predicate):
+    async def check():
+        return predicate()
+
+    return check
