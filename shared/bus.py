@@ -57,25 +57,26 @@ class EventLog:
         self.js: JetStreamContext = nc.jetstream()
 
     @classmethod
-    async def connect(cls, url: str, name: str, *, retry_for: float = 60.0) -> EventLog:
+    async def connect(cls, url: str, name: str, *, replicas: int = 1, retry_for: float = 60.0) -> EventLog:
         """Connect (retrying while the server comes up), then make sure the stream exists."""
         deadline = asyncio.get_running_loop().time() + retry_for
         while True:
             try:
                 nc = await nats.connect(
-                    url, name=name, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+                    url.split(","), name=name, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.5
                 )
                 break
             except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as error:
                 if asyncio.get_running_loop().time() > deadline:
                     raise ConnectionError(f"NATS at {url} is not reachable: {error}") from error
                 await asyncio.sleep(0.25)
-        log_ = cls(nc)
-        await log_.ensure_stream()
-        return log_
+        events = cls(nc)
+        await events.ensure_stream(replicas)
+        return events
 
-    async def ensure_stream(self) -> None:
+    async def ensure_stream(self, replicas: int = 1) -> None:
         config = StreamConfig(
+            num_replicas=replicas,
             name=STREAM,
             subjects=STREAM_SUBJECTS,
             storage=StorageType.FILE,
@@ -91,8 +92,10 @@ class EventLog:
                 await self.js.stream_info(STREAM)  # created concurrently by another service
 
     async def close(self) -> None:
+        # Not drain(): it waits on the pull subscriptions' outstanding requests for up to 30 s.
+        # Every publish of ours is already acked by the time we close.
         if not self.nc.is_closed:
-            await self.nc.drain()
+            await self.nc.close()
 
     async def publish(self, event: Event, msg_id: str | None = None) -> tuple[int, bool]:
         """Append an event; returns (stream sequence, whether it was a duplicate of an earlier one)."""
@@ -153,7 +156,7 @@ class EventLog:
                 while True:
                     try:
                         messages = await sub.fetch(batch, timeout=REPLAY_POLL_S)
-                    except nats.errors.TimeoutError:
+                    except asyncio.TimeoutError:  # nats-py raises both its own and the plain one
                         await sub.consumer_info()  # raises NotFoundError when the consumer is gone
                         continue
                     for msg in messages:

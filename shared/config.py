@@ -17,7 +17,8 @@ import msgspec
 
 
 class Settings(msgspec.Struct, kw_only=True):
-    nats_url: str = "nats://127.0.0.1:14222"
+    nats_url: str = "nats://127.0.0.1:14222"  # comma-separated for a cluster
+    stream_replicas: int = 1  # 3 on a NATS cluster
     database_url: str = "postgresql://scns@127.0.0.1:15432/scns"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -54,6 +55,7 @@ class Settings(msgspec.Struct, kw_only=True):
 # Environment name → field. Several names may feed one field (new name first).
 _ALIASES: dict[str, tuple[str, ...]] = {
     "nats_url": ("NATS_URL",),
+    "stream_replicas": ("STREAM_REPLICAS",),
     "database_url": ("DATABASE_URL",),
     "api_host": ("API_HOST",),
     "api_port": ("API_PORT",),

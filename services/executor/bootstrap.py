@@ -40,7 +40,9 @@ def node_config(settings: Settings) -> NodeConfig:
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     node = node_config(settings)
-    events = await EventLog.connect(settings.nats_url, f"scns-executor-{node.name}")
+    events = await EventLog.connect(
+        settings.nats_url, f"scns-executor-{node.name}", replicas=settings.stream_replicas
+    )
     executor = Executor(events, node)
     try:
         await executor.recover()

@@ -46,6 +46,9 @@ from shared.paths import resolve_output_path, within_roots
 log = logging.getLogger(__name__)
 
 CONSUMER_VERSION = "v1"  # part of the durable name: a new filter gets a new consumer
+# An allocation is acked once its job has started (a few ms). One caught by a stopping
+# executor is delivered again after this; the journal makes that harmless.
+ALLOCATION_ACK_WAIT_S = 10
 
 
 def utcnow() -> datetime:
@@ -161,22 +164,26 @@ class Executor:
                 SUBJECTS[NodeDown].format(node=self.node.name),
             ],
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=60,
+            ack_wait=ALLOCATION_ACK_WAIT_S,
             max_ack_pending=10000,
         )
         # Create or update: a durable whose filter changed must not keep its old one.
         await self.events.js.add_consumer(STREAM, config=config)
         sub = await self.events.js.pull_subscribe_bind(durable=durable, stream=STREAM)
-        while True:
-            try:
-                messages = await sub.fetch(batch=256, timeout=5)
-            except nats.errors.TimeoutError:
-                continue
-            for msg in messages:
-                delivered = decode_message(msg)
-                if delivered is not None:
-                    await self.handle(delivered.event)
-                await msg.ack()
+        try:
+            while True:
+                try:
+                    messages = await sub.fetch(batch=256, timeout=5)
+                except asyncio.TimeoutError:  # nats-py raises both its own and the plain one
+                    continue
+                for msg in messages:
+                    delivered = decode_message(msg)
+                    if delivered is not None:
+                        await self.handle(delivered.event)
+                    await msg.ack()
+        finally:
+            # Withdraw interest at once, so nothing more is delivered to an executor that stops.
+            await sub.unsubscribe()
 
     async def handle(self, event) -> None:
         match event:

@@ -239,7 +239,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        events = await EventLog.connect(settings.nats_url, "scns-gateway")
+        events = await EventLog.connect(settings.nats_url, "scns-gateway", replicas=settings.stream_replicas)
         pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=16, open=False)
         await pool.open(wait=False)
         nodes = NodeDirectory()

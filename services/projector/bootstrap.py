@@ -14,7 +14,7 @@ from shared.service import until_stopped
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    events = await EventLog.connect(settings.nats_url, "scns-projector")
+    events = await EventLog.connect(settings.nats_url, "scns-projector", replicas=settings.stream_replicas)
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=4, open=False)
     await pool.open(wait=True, timeout=60)
     try:

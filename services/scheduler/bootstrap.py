@@ -12,7 +12,7 @@ from shared.service import until_stopped
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    events = await EventLog.connect(settings.nats_url, "scns-scheduler")
+    events = await EventLog.connect(settings.nats_url, "scns-scheduler", replicas=settings.stream_replicas)
     scheduler = Scheduler(events, POLICIES["fifo-first-fit"], settings.node_timeout_seconds)
     try:
         await until_stopped(stop, scheduler.follow_log(), scheduler.watch_heartbeats())

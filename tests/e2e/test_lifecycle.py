@@ -162,3 +162,22 @@ def _async(predicate):
         return predicate()
 
     return check
+
+
+async def test_the_whole_stack_run_again_finds_every_earlier_job(api, stack):
+    """What `./just up` does after a Ctrl-C: same folder, same ports; the jobs are all still there."""
+    job_id = await submit(api, job(stack, "echo before the restart\n"))
+    await until_state(api, job_id, TERMINAL)
+    blocker = await submit(api, job(stack, "sleep 3035\n", cpus=2, time_limit="60"))
+    await until_state(api, blocker, {"RUNNING"})
+    queued = await submit(api, job(stack, "echo queued\n"))
+    stack.stop()
+    stack.start()
+    body = await until_state(api, job_id, TERMINAL)
+    assert body["state"] == "COMPLETED" and body["job_log"]["stdout"] == "before the restart\n"
+    # The running job was ended with the executor and says so; the queued one ran afterwards.
+    lost = await until_state(api, blocker, TERMINAL)
+    assert lost["state"] == "NODE_FAIL" and "stopped while the job ran" in lost["error_msg"]
+    assert not processes_with("3035")
+    body = await until_state(api, queued, TERMINAL)
+    assert body["state"] == "COMPLETED" and body["job_log"]["stdout"] == "queued\n"
