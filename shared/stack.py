@@ -194,7 +194,7 @@ def usage_text(stack: Stack) -> str:
     }
     return f"""
 SCNS-Conductor is up.
-  API          {config.api_url}   (OpenAPI-free JSON; see API.md)
+  API          {config.api_url}
   admin token  {stack.token}
                (also in {config.home / 'admin-token'})
   logs         {stack.logs}/
