@@ -122,15 +122,15 @@ class EventLog:
 
     async def read(self, seq: int) -> Delivered | None:
         """The message at a sequence, or None when there is none (or it is not an event)."""
-        try:
-            raw = await self.js.get_msg(STREAM, seq=seq, direct=True)
-        except NotFoundError:
-            return None
-        return _delivered(raw.seq, raw.subject, raw.data)
+        return await self._get(seq=seq)
 
     async def last_on(self, subject: str) -> Delivered | None:
+        """The last message on a subject (wildcards allowed), or None."""
+        return await self._get(subject=subject)
+
+    async def _get(self, **where) -> Delivered | None:
         try:
-            raw = await self.js.get_msg(STREAM, subject=subject, direct=True)
+            raw = await self.js.get_msg(STREAM, direct=True, **where)
         except NotFoundError:
             return None
         return _delivered(raw.seq, raw.subject, raw.data)

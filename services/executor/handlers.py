@@ -49,6 +49,7 @@ CONSUMER_VERSION = "v1"  # part of the durable name: a new filter gets a new con
 # An allocation is acked once its job has started (a few ms). One caught by a stopping
 # executor is delivered again after this; the journal makes that harmless.
 ALLOCATION_ACK_WAIT_S = 10
+REDELIVERY_DELAY_S = 1.0
 
 
 def utcnow() -> datetime:
@@ -177,13 +178,20 @@ class Executor:
                 except asyncio.TimeoutError:  # nats-py raises both its own and the plain one
                     continue
                 for msg in messages:
-                    delivered = decode_message(msg)
-                    if delivered is not None:
-                        await self.handle(delivered.event)
-                    await msg.ack()
+                    await self._process(msg)
         finally:
             # Withdraw interest at once, so nothing more is delivered to an executor that stops.
             await sub.unsubscribe()
+
+    async def _process(self, msg) -> None:
+        """Handle one message; on failure, ask for it again (nack) instead of losing it or stopping."""
+        try:
+            if delivered := decode_message(msg):
+                await self.handle(delivered.event)
+            await msg.ack()
+        except Exception:
+            log.exception("failed to handle %s; it will be delivered again", msg.subject)
+            await msg.nak(delay=REDELIVERY_DELAY_S)
 
     async def handle(self, event) -> None:
         match event:

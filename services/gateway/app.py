@@ -37,6 +37,7 @@ from shared.events import LOGS_SUBJECT, TERMINAL_STATES, JobCancelRequested, Job
 
 VERSION = "0.1.0"
 LOG_TIMEOUT_S = 2.0
+NODES_READY_TIMEOUT_S = 10.0
 JOB_COLUMNS = ", ".join(f for f in JobRecord.__struct_fields__)
 
 
@@ -118,7 +119,10 @@ def json_response(content: Any, status_code: int = 200, headers: dict[str, str] 
 async def submit(request: Request) -> Response:
     gateway = gateway_of(request)
     body = decode_submit(await request.body())
-    await gateway.nodes.ready.wait()
+    try:
+        await asyncio.wait_for(gateway.nodes.ready.wait(), NODES_READY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise DependencyDown("NATS (event log): the node directory has not been read yet") from None
     spec = to_spec(body, gateway.nodes.partitions(), gateway.settings.roots())
     key = request.headers.get("idempotency-key")
     msg_id = f"submit:{spec.account}:{key}" if key else None

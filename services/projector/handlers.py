@@ -38,7 +38,7 @@ class Projector:
             try:
                 await self.model.apply(batch)
                 return
-            except psycopg.OperationalError as error:
-                log.warning("read model unavailable (%s); retrying in %.1f s", error, delay)
+            except psycopg.Error as error:  # an outage, or a bug: keep the batch, retry, never skip
+                log.warning("read model update failed (%s); retrying in %.1f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

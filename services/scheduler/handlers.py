@@ -20,6 +20,8 @@ from shared.events import HEARTBEAT_SUBJECT, JobAllocated, NodeDown
 
 log = logging.getLogger(__name__)
 
+MAX_EVENTS_PER_PASS = 500
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -50,6 +52,7 @@ class Scheduler:
         target = await self.events.last_seq()
         if target == 0:
             self.caught_up.set()
+        read_since_pass = 0
         async for msg in self.events.replay(self.state.last_seq + 1):
             delivered = decode_message(msg)
             seq = msg.metadata.sequence.stream
@@ -61,8 +64,11 @@ class Scheduler:
                 log.info("caught up with the log at seq %d: %d nodes, %d jobs placed", seq,
                          len(self.state.nodes), len(self.state.placed))
                 self.caught_up.set()
-            if self.caught_up.is_set() and msg.metadata.num_pending == 0:
+            read_since_pass += 1
+            # At the tip of the log, or at least every so often under a continuous stream of events.
+            if self.caught_up.is_set() and (msg.metadata.num_pending == 0 or read_since_pass >= MAX_EVENTS_PER_PASS):
                 await self.schedule()
+                read_since_pass = 0
 
     async def schedule(self) -> None:
         """One pass: publish each decision, then take it into the state at once."""

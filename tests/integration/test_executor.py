@@ -97,3 +97,18 @@ async def _sleepers():
         if cmdline[:2] in (["sleep", "3017"], ["sleep", "3018"]):
             mine.append(process)
     return mine
+
+
+async def test_a_failure_while_handling_is_retried_not_fatal(event_log, executor, tmp_path, monkeypatch):
+    real_last_on, failures = executor.events.last_on, []
+
+    async def flaky_last_on(subject):
+        if not failures:
+            failures.append(subject)
+            raise TimeoutError("NATS did not answer in time")
+        return await real_last_on(subject)
+
+    monkeypatch.setattr(executor.events, "last_on", flaky_last_on)
+    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "echo retried"))
+    result = await eventually(lambda: finished(event_log, job_id), what="JobFinished after a redelivery")
+    assert failures and result.state == "COMPLETED"
