@@ -49,7 +49,7 @@ def _delivered(seq: int, subject: str, data: bytes) -> Delivered | None:
         return None
 
 
-class EventLog:
+class JetStreamEventLog:
     """The SCNS stream over one NATS connection."""
 
     def __init__(self, nc: Client) -> None:
@@ -57,7 +57,7 @@ class EventLog:
         self.js: JetStreamContext = nc.jetstream()
 
     @classmethod
-    async def connect(cls, url: str, name: str, *, replicas: int = 1, retry_for: float = 60.0) -> EventLog:
+    async def connect(cls, url: str, name: str, *, replicas: int = 1, retry_for: float = 60.0) -> JetStreamEventLog:
         """Connect (retrying while the server comes up), then make sure the stream exists."""
         deadline = asyncio.get_running_loop().time() + retry_for
         while True:

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared.bus import EventLog
+from shared.bus import JetStreamEventLog
 from shared.embedded import NatsServer, PostgresServer, free_port
 from shared.events import STREAM
 
@@ -44,9 +44,9 @@ def postgres_server(scratch: Path) -> PostgresServer:
 
 
 @pytest.fixture
-async def event_log(nats_server: NatsServer) -> EventLog:
+async def event_log(nats_server: NatsServer) -> JetStreamEventLog:
     """A connection to a fresh, empty stream."""
-    events = await EventLog.connect(nats_server.url, "test")
+    events = await JetStreamEventLog.connect(nats_server.url, "test")
     try:
         await events.js.delete_stream(STREAM)
     except Exception:

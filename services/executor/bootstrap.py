@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 from services.executor.handlers import Executor, NodeConfig
-from shared.bus import EventLog
+from shared.bus import JetStreamEventLog
 from shared.config import ConfigError, Settings
 from shared.service import until_stopped
 
@@ -40,7 +40,7 @@ def node_config(settings: Settings) -> NodeConfig:
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     node = node_config(settings)
-    events = await EventLog.connect(
+    events = await JetStreamEventLog.connect(
         settings.nats_url, f"scns-executor-{node.name}", replicas=settings.stream_replicas
     )
     executor = Executor(events, node)

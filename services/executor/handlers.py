@@ -24,7 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from services.executor.adapters.process import JobProcess, kill_leftover
 from services.executor.core.lifecycle import EndedBy, Outcome, command_for, job_environment, outcome
 from services.executor.core.logs import TAIL_THRESHOLD_BYTES, render_log
-from shared.bus import EventLog, decode_message
+from shared.bus import JetStreamEventLog, decode_message
 from shared.events import (
     HEARTBEAT_SUBJECT,
     LOGS_SUBJECT,
@@ -42,6 +42,7 @@ from shared.events import (
     cancel_requests,
 )
 from shared.paths import resolve_output_path, within_roots
+from shared.rpc import LogReply, LogRequest
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +77,6 @@ class JournalEntry(msgspec.Struct):
     started_at: datetime | None = None
 
 
-class LogRequest(msgspec.Struct):
-    stdout: str
-    stderr: str
-
-
-class LogReply(msgspec.Struct):
-    stdout: str
-    stderr: str
-
-
 @dataclass(slots=True)
 class RunningJob:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
@@ -93,7 +84,7 @@ class RunningJob:
 
 
 class Executor:
-    def __init__(self, events: EventLog, node: NodeConfig, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, events: JetStreamEventLog, node: NodeConfig, clock: Callable[[], datetime] = utcnow) -> None:
         self.events = events
         self.node = node
         self.clock = clock
@@ -308,7 +299,7 @@ class Executor:
                 reply = LogReply(stdout=self._read_log(request.stdout), stderr=self._read_log(request.stderr))
                 await msg.respond(msgspec.json.encode(reply))
             except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                await msg.respond(msgspec.json.encode({"error": str(error)}))
+                await msg.respond(msgspec.json.encode(LogReply(error=f"bad log request: {error}")))
 
         sub = await self.events.nc.subscribe(LOGS_SUBJECT.format(node=self.node.name), cb=on_request)
         try:

@@ -1,20 +1,3 @@
-"""Serve the REST API with uvicorn on the configured loopback (or, with a token, any) address."""
-
-import sys
-
-import uvicorn
-
-from services.gateway.app import create_app
-from shared.config import ConfigError, load_settings
-
-
-def main() -> None:
-    try:
-        settings = load_settings()
-        app = create_app(settings)
-    except (ConfigError, ValueError) as error:
-        sys.exit(f"gateway: {error}")
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
-
+from services.gateway.bootstrap import main
 
 main()

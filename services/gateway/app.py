@@ -20,34 +20,24 @@ from typing import Any
 
 import msgspec
 import nats
-import psycopg
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from psycopg.rows import class_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
+from services.gateway.adapters.jobs import PostgresJobView
+from services.gateway.adapters.logs import NatsLogReader
 from services.gateway.adapters.nodes import NodeDirectory
 from services.gateway.core.validation import RequestInvalid, decode_submit, parse_job_id, to_spec
 from services.gateway.core.views import JobRecord, pending_reason, query_response
-from shared.bus import EventLog
+from services.gateway.errors import DependencyDown, JobNotFound
+from shared.bus import JetStreamEventLog
 from shared.config import Settings
-from shared.events import LOGS_SUBJECT, TERMINAL_STATES, JobCancelRequested, JobSubmitted
+from shared.events import TERMINAL_STATES, JobCancelRequested, JobSubmitted
 
 VERSION = "0.1.0"
-LOG_TIMEOUT_S = 2.0
 NODES_READY_TIMEOUT_S = 10.0
-JOB_COLUMNS = ", ".join(f for f in JobRecord.__struct_fields__)
-
-
-class JobNotFound(Exception):
-    def __init__(self, job_id: int | str) -> None:
-        super().__init__(f"作业 {job_id} 未找到")
-
-
-class DependencyDown(Exception):
-    """A service this request needs is unreachable."""
 
 
 @dataclass
@@ -55,24 +45,13 @@ class Gateway:
     """What the handlers use; opened in the lifespan."""
 
     settings: Settings
-    events: EventLog
-    pool: AsyncConnectionPool
+    events: JetStreamEventLog
+    jobs: PostgresJobView
+    logs: NatsLogReader
     nodes: NodeDirectory
 
-    @asynccontextmanager
-    async def read_model(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        try:
-            async with self.pool.connection(timeout=5) as conn:
-                yield conn
-        except (psycopg.OperationalError, PoolTimeout) as error:
-            raise DependencyDown(f"PostgreSQL (read model) is unavailable: {error}") from error
-
     async def job(self, job_id: int) -> JobRecord:
-        async with self.read_model() as conn:
-            cursor = conn.cursor(row_factory=class_row(JobRecord))
-            record = await (await cursor.execute(
-                f"select {JOB_COLUMNS} from jobs where job_id = %s", (job_id,))).fetchone()
-        if record is not None:
+        if (record := await self.jobs.job(job_id)) is not None:
             return record
         # Acknowledged but not projected yet: the log itself knows the job.
         delivered = await self.events.read(job_id)
@@ -82,24 +61,15 @@ class Gateway:
 
     async def reason(self, job: JobRecord) -> str:
         if job.state != "PENDING" or job.node:
-            return pending_reason(job, True, False)
-        async with self.read_model() as conn:
-            row = await (await conn.execute(
-                "select exists(select 1 from jobs where partition = %s and state = 'PENDING' and node = ''"
-                " and job_id < %s)", (job.partition, job.job_id))).fetchone()
-        return pending_reason(job, self.nodes.partition_live(job.partition), row[0])
+            return pending_reason(job, partition_live=True, jobs_ahead=False)
+        return pending_reason(job, self.nodes.partition_live(job.partition), await self.jobs.jobs_ahead(job))
 
-    async def logs(self, job: JobRecord) -> tuple[str, str, bool]:
-        """(stdout, stderr, available) from the executor that holds the job's files."""
-        if not job.node:
-            return "", "", True
-        request = msgspec.json.encode({"stdout": job.stdout_path, "stderr": job.stderr_path})
+    async def publish(self, event, msg_id: str | None) -> int:
         try:
-            reply = await self.events.nc.request(LOGS_SUBJECT.format(node=job.node), request, timeout=LOG_TIMEOUT_S)
-            body = msgspec.json.decode(reply.data)
-            return body.get("stdout", ""), body.get("stderr", ""), "error" not in body
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, msgspec.DecodeError):
-            return "", "", False
+            seq, _ = await self.events.publish(event, msg_id)
+            return seq
+        except nats.errors.Error as error:
+            raise DependencyDown(f"NATS (event log) is unavailable: {error}") from error
 
 
 def utcnow() -> datetime:
@@ -125,11 +95,8 @@ async def submit(request: Request) -> Response:
         raise DependencyDown("NATS (event log): the node directory has not been read yet") from None
     spec = to_spec(body, gateway.nodes.partitions(), gateway.settings.roots())
     key = request.headers.get("idempotency-key")
-    msg_id = f"submit:{spec.account}:{key}" if key else None
-    try:
-        job_id, _ = await gateway.events.publish(JobSubmitted(spec=spec, submitted_at=utcnow()), msg_id)
-    except nats.errors.Error as error:
-        raise DependencyDown(f"NATS (event log) is unavailable: {error}") from error
+    job_id = await gateway.publish(JobSubmitted(spec=spec, submitted_at=utcnow()),
+                                   f"submit:{spec.account}:{key}" if key else None)
     return json_response({"job_id": str(job_id)}, 201)
 
 
@@ -137,7 +104,7 @@ async def submit(request: Request) -> Response:
 async def query(request: Request, job_id: str) -> Response:
     gateway = gateway_of(request)
     job = await gateway.job(parse_job_id(job_id))
-    stdout, stderr, available = await gateway.logs(job)
+    stdout, stderr, available = await gateway.logs.read(job)
     headers = {} if available else {"X-Log-Unavailable": job.node}
     return json_response(query_response(job, stdout, stderr, await gateway.reason(job), utcnow()), headers=headers)
 
@@ -147,11 +114,7 @@ async def cancel(request: Request, job_id: str) -> Response:
     gateway = gateway_of(request)
     job = await gateway.job(parse_job_id(job_id))
     if job.state not in TERMINAL_STATES:
-        try:
-            await gateway.events.publish(JobCancelRequested(job_id=job.job_id, requested_at=utcnow()),
-                                         f"cancel:{job.job_id}")
-        except nats.errors.Error as error:
-            raise DependencyDown(f"NATS (event log) is unavailable: {error}") from error
+        await gateway.publish(JobCancelRequested(job_id=job.job_id, requested_at=utcnow()), f"cancel:{job.job_id}")
     return json_response({"msg": "取消成功"})
 
 
@@ -160,11 +123,10 @@ async def health(request: Request) -> Response:
     gateway = gateway_of(request)
     checks: dict[str, str] = {"nats": "ok" if gateway.events.nc.is_connected else "disconnected"}
     try:
-        async with gateway.pool.connection(timeout=2) as conn:
-            await conn.execute("select 1")
+        await gateway.jobs.ping()
         checks["postgresql"] = "ok"
-    except (psycopg.Error, TimeoutError) as error:
-        checks["postgresql"] = f"unavailable: {error}"
+    except DependencyDown as error:
+        checks["postgresql"] = str(error)
     healthy = all(value == "ok" for value in checks.values())
     body = {"status": "healthy" if healthy else "unhealthy", "service": "scns-conductor-api", "checks": checks}
     return json_response(body, 200 if healthy else 503)
@@ -243,12 +205,12 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        events = await EventLog.connect(settings.nats_url, "scns-gateway", replicas=settings.stream_replicas)
+        events = await JetStreamEventLog.connect(settings.nats_url, "scns-gateway", replicas=settings.stream_replicas)
         pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=16, open=False)
         await pool.open(wait=False)
         nodes = NodeDirectory()
         follower = asyncio.create_task(nodes.follow(events))
-        app.state.gateway = Gateway(settings, events, pool, nodes)
+        app.state.gateway = Gateway(settings, events, PostgresJobView(pool), NatsLogReader(events.nc), nodes)
         try:
             yield
         finally:

@@ -8,13 +8,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.projector.adapters.postgres import PostgresReadModel
 from services.projector.handlers import Projector
-from shared.bus import EventLog
+from shared.bus import JetStreamEventLog
 from shared.config import Settings
 from shared.service import until_stopped
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    events = await EventLog.connect(settings.nats_url, "scns-projector", replicas=settings.stream_replicas)
+    events = await JetStreamEventLog.connect(settings.nats_url, "scns-projector", replicas=settings.stream_replicas)
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=4, open=False)
     await pool.open(wait=True, timeout=60)
     try:

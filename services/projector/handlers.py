@@ -8,7 +8,7 @@ import logging
 import psycopg
 
 from services.projector.adapters.postgres import PostgresReadModel
-from shared.bus import EventLog, decode_message
+from shared.bus import JetStreamEventLog, decode_message
 from shared.events import AnyEvent
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ MAX_BATCH = 500
 
 
 class Projector:
-    def __init__(self, events: EventLog, model: PostgresReadModel) -> None:
+    def __init__(self, events: JetStreamEventLog, model: PostgresReadModel) -> None:
         self.events = events
         self.model = model
 

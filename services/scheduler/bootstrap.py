@@ -6,13 +6,13 @@ import asyncio
 
 from services.scheduler.core.policy import POLICIES
 from services.scheduler.handlers import Scheduler
-from shared.bus import EventLog
+from shared.bus import JetStreamEventLog
 from shared.config import Settings
 from shared.service import until_stopped
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    events = await EventLog.connect(settings.nats_url, "scns-scheduler", replicas=settings.stream_replicas)
+    events = await JetStreamEventLog.connect(settings.nats_url, "scns-scheduler", replicas=settings.stream_replicas)
     scheduler = Scheduler(events, POLICIES["fifo-first-fit"], settings.node_timeout_seconds)
     try:
         await until_stopped(stop, scheduler.follow_log(), scheduler.watch_heartbeats())

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from services.scheduler.core.policy import Decision, Policy
 from services.scheduler.core.state import SchedulerState, assume, evolve
-from shared.bus import EventLog, decode_message
+from shared.bus import JetStreamEventLog, decode_message
 from shared.events import HEARTBEAT_SUBJECT, JobAllocated, NodeDown
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def msg_id_of(decision: Decision) -> str:
 class Scheduler:
     def __init__(
         self,
-        events: EventLog,
+        events: JetStreamEventLog,
         policy: Policy,
         node_timeout_s: float,
         clock: Callable[[], datetime] = utcnow,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from shared.bus import EventLog
+from shared.bus import JetStreamEventLog
 from shared.embedded import free_port
 from shared.stack import Stack, StackConfig
 
@@ -26,7 +26,7 @@ async def api(stack: Stack) -> httpx.AsyncClient:
 
 
 @pytest.fixture
-async def log(stack: Stack) -> EventLog:
-    events = await EventLog.connect(stack.nats.url, "e2e-test")
+async def log(stack: Stack) -> JetStreamEventLog:
+    events = await JetStreamEventLog.connect(stack.nats.url, "e2e-test")
     yield events
     await events.close()

@@ -164,6 +164,24 @@ def _async(predicate):
     return check
 
 
+async def test_logs_of_an_unreachable_node_are_empty_and_say_so(api, stack):
+    job_id = await submit(api, job(stack, "echo visible\n"))
+    assert (await until_state(api, job_id, TERMINAL))["job_log"]["stdout"] == "visible\n"
+    stack.stop_service("executor")
+    try:
+        response = await api.get(f"/jobs/query/{job_id}")
+        assert response.status_code == 200 and response.json()["state"] == "COMPLETED"
+        assert response.json()["job_log"] == {"stdout": "", "stderr": ""}
+        assert response.headers["x-log-unavailable"] == stack.config.node_name
+    finally:
+        stack.start_service("executor")
+
+    async def readable_again():
+        return (await api.get(f"/jobs/query/{job_id}")).json()["job_log"]["stdout"] == "visible\n"
+
+    await eventually(readable_again, what="the restarted executor serving the log")
+
+
 async def test_the_whole_stack_run_again_finds_every_earlier_job(api, stack):
     """What `./just up` does after a Ctrl-C: same folder, same ports; the jobs are all still there."""
     job_id = await submit(api, job(stack, "echo before the restart\n"))

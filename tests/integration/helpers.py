@@ -1,6 +1,6 @@
 from datetime import datetime, timezone
 
-from shared.bus import EventLog
+from shared.bus import JetStreamEventLog
 from shared.events import JobSpec, NodeRegistered, decode
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -16,7 +16,7 @@ def node(name: str = "n1", cpus: int = 2, memory_mb: int = 4096) -> NodeRegister
                           registered_at=NOW)
 
 
-async def all_events(events: EventLog) -> list[tuple[int, object]]:
+async def all_events(events: JetStreamEventLog) -> list[tuple[int, object]]:
     """Every event in the stream, in order (read by sequence)."""
     last = await events.last_seq()
     found = []

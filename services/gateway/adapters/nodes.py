@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from services.gateway.core.validation import PartitionCapacity
-from shared.bus import EventLog, decode_message
+from shared.bus import JetStreamEventLog, decode_message
 from shared.events import NodeDown, NodeRegistered
 
 
@@ -42,7 +42,7 @@ class NodeDirectory:
     def partition_live(self, partition: str) -> bool:
         return any(k.alive and partition in k.registration.partitions for k in self.nodes.values())
 
-    async def follow(self, events: EventLog) -> None:
+    async def follow(self, events: JetStreamEventLog) -> None:
         subject = "scns.node.>"
         if await events.last_on(subject) is None:
             self.ready.set()

@@ -1,0 +1,19 @@
+"""Wires the gateway: settings to the Litestar app, served by uvicorn."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from services.gateway.app import create_app
+from shared.config import ConfigError, load_settings
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+        app = create_app(settings)
+    except (ConfigError, ValueError) as error:
+        sys.exit(f"gateway: {error}")
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
