@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared.embedded import (
@@ -47,7 +47,6 @@ class StackConfig:
     total_cpus: int = 0
     total_memory_mb: int = 0
     kill_grace_seconds: float = 10.0
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -112,7 +111,6 @@ class Stack:
             "EXECUTOR_STATE_DIR": str(config.home / "executor"),
             "KILL_GRACE_SECONDS": str(config.kill_grace_seconds),
             "PYTHONUNBUFFERED": "1",
-            **config.extra_env,
         }
 
     def start(self) -> Stack:
@@ -251,5 +249,5 @@ def up(argv: list[str]) -> int:
 if __name__ == "__main__":
     command, *rest = sys.argv[1:] or ["up"]
     if command != "up":
-        sys.exit(f"usage: python -m shared.stack up [--home DIR]")
+        sys.exit("usage: python -m shared.stack up [--home DIR]")
     sys.exit(up(rest))

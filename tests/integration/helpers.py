@@ -1,7 +1,7 @@
 from datetime import datetime, timezone
 
 from shared.bus import JetStreamEventLog
-from shared.events import JobSpec, NodeRegistered, decode
+from shared.events import JobSpec, NodeRegistered
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
