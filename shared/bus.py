@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_S = 120.0
 REPLAY_INACTIVE_S = 60.0  # an abandoned reader's consumer disappears after this
 REPLAY_POLL_S = 5.0
+RETRY_MIN_S, RETRY_MAX_S = 0.1, 2.0
+# What an outage or restart of NATS looks like to a client: to be waited out, never fatal.
+NATS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncio.TimeoutError,  # nats.errors.TimeoutError is one
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +92,6 @@ class JetStreamEventLog:
             subjects=STREAM_SUBJECTS,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_S,
-            allow_direct=True,
         )
         try:
             await self.js.stream_info(STREAM)
@@ -105,16 +115,15 @@ class JetStreamEventLog:
 
     async def publish_until_acked(self, event: Event, msg_id: str) -> int:
         """Publish a service's decision, retrying through a NATS outage; the msg id makes retries safe."""
-        delay = 0.1
+        delay = RETRY_MIN_S
         while True:
             try:
                 seq, _ = await self.publish(event, msg_id)
                 return seq
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
-                    nats.js.errors.ServiceUnavailableError) as error:
+            except NATS_UNAVAILABLE as error:
                 log.warning("publish of %s failed (%s); retrying in %.1f s", type(event).__name__, error, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(STREAM)
@@ -130,7 +139,9 @@ class JetStreamEventLog:
 
     async def _get(self, **where) -> Delivered | None:
         try:
-            raw = await self.js.get_msg(STREAM, direct=True, **where)
+            # From the stream leader, not a direct get that any replica may answer before it
+            # has the newest messages: callers decide on what they read here.
+            raw = await self.js.get_msg(STREAM, **where)
         except NotFoundError:
             return None
         return _delivered(raw.seq, raw.subject, raw.data)
@@ -142,6 +153,7 @@ class JetStreamEventLog:
         consumer (NATS restarted, inactivity) is simply created again from the next sequence.
         """
         next_seq = max(1, start_seq)
+        delay = RETRY_MIN_S
         while True:
             config = ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -151,21 +163,27 @@ class JetStreamEventLog:
                 inactive_threshold=REPLAY_INACTIVE_S,
                 mem_storage=True,
             )
-            sub = await self.js.pull_subscribe(subject, stream=STREAM, config=config)
+            sub = None
             try:
+                sub = await self.js.pull_subscribe(subject, stream=STREAM, config=config)
                 while True:
                     try:
                         messages = await sub.fetch(batch, timeout=REPLAY_POLL_S)
                     except asyncio.TimeoutError:  # nats-py raises both its own and the plain one
-                        await sub.consumer_info()  # raises NotFoundError when the consumer is gone
+                        await sub.consumer_info()  # raises when the consumer is gone or NATS is away
                         continue
+                    delay = RETRY_MIN_S
                     for msg in messages:
                         next_seq = msg.metadata.sequence.stream + 1
                         yield msg
-            except NotFoundError:
-                log.warning("replay consumer lost; resuming from seq %d", next_seq)
+            except (NotFoundError, *NATS_UNAVAILABLE) as error:
+                log.warning("log reader interrupted (%s); resuming from seq %d in %.1f s",
+                            type(error).__name__, next_seq, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
             finally:
-                await _quietly(sub.unsubscribe())
+                if sub is not None:
+                    await _quietly(sub.unsubscribe())
 
 
 async def _quietly(operation) -> None:

@@ -144,6 +144,17 @@ class Stack:
     def stop_service(self, name: str) -> None:
         stop_process(self.services.pop(name, None), timeout=self.config.kill_grace_seconds + 15)
 
+    def restart(self, part: str) -> None:
+        """Stop and start one part (a service, "nats" or "postgres") in place, then wait until healthy."""
+        if part in ("nats", "postgres"):
+            server = self.nats if part == "nats" else self.postgres
+            server.stop()
+            server.start()
+        else:
+            self.stop_service(part)
+            self.start_service(part)
+        self.wait_healthy()
+
     def wait_healthy(self, timeout: float = 90.0) -> None:
         """Until the API answers healthy and a node has registered (a submit can then be placed)."""
         deadline = time.monotonic() + timeout

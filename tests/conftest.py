@@ -4,6 +4,7 @@ temporary folder, stopped by PID at the end. Nothing here touches a server it di
 from __future__ import annotations
 
 import asyncio
+import inspect
 import shutil
 import tempfile
 import time
@@ -67,11 +68,14 @@ def database(postgres_server: PostgresServer) -> str:
         conn.execute(f"drop database {name} with (force)")
 
 
-async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 30.0, what: str = "condition"):
-    """Poll `check` until it returns something truthy, or fail after a generous deadline."""
+async def eventually(check: Callable[[], Awaitable[object] | object], timeout: float = 30.0,
+                     what: str = "condition"):
+    """Poll `check` (plain or async) until it gives something truthy, or fail after a generous deadline."""
     deadline = time.monotonic() + timeout
     while True:
-        result = await check()
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         if time.monotonic() > deadline:

@@ -22,7 +22,7 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.executor.adapters.process import JobProcess, kill_leftover
-from services.executor.core.lifecycle import EndedBy, Outcome, command_for, job_environment, outcome
+from services.executor.core.lifecycle import LOST, EndedBy, Outcome, command_for, job_environment, outcome
 from services.executor.core.logs import TAIL_THRESHOLD_BYTES, render_log
 from shared.bus import JetStreamEventLog, decode_message
 from shared.events import (
@@ -51,6 +51,7 @@ CONSUMER_VERSION = "v1"  # part of the durable name: a new filter gets a new con
 # executor is delivered again after this; the journal makes that harmless.
 ALLOCATION_ACK_WAIT_S = 10
 REDELIVERY_DELAY_S = 1.0
+SHUTDOWN_REPORT_S = 10.0  # beyond the kill grace period, for the reports to be acked
 
 
 def utcnow() -> datetime:
@@ -79,7 +80,8 @@ class JournalEntry(msgspec.Struct):
 
 @dataclass(slots=True)
 class RunningJob:
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)  # set by a cancel request or shutdown
+    shutdown: bool = False
     task: asyncio.Task | None = None
 
 
@@ -136,13 +138,12 @@ class Executor:
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
                 log.error("unreadable journal entry %s (%s): left in place", path, error)
                 continue
-            await self._report_lost(entry)
-
-    async def _report_lost(self, entry: JournalEntry) -> None:
-        if entry.pid:
-            kill_leftover(entry.pid, entry.create_time)
-        lost = Outcome("NODE_FAIL", "0:9", f"The executor of node {self.node.name} stopped while the job ran")
-        await self._finish(entry.job_id, lost, started_at=entry.started_at)
+            if entry.pid:
+                kill_leftover(entry.pid, entry.create_time)
+            if await self._already_finished(entry.job_id):
+                self._forget(entry.job_id)  # reported just before the stop; only the cleanup was missed
+            else:
+                await self._finish(entry.job_id, LOST, started_at=entry.started_at)
 
     # ---- allocations and cancels ---------------------------------------------------------------
 
@@ -199,12 +200,11 @@ class Executor:
         job_id = allocation.job_id
         if job_id in self.running or self._journal_path(job_id).exists():
             return  # a redelivered allocation: the job was already started here
-        if await self.events.last_on(SUBJECTS[JobFinished].format(job_id=job_id, node=self.node.name)):
-            return  # already reported (e.g. the journal entry was removed after the report)
+        if await self._already_finished(job_id):
+            return  # already reported (the journal entry goes once the report is acked)
         submitted = await self.events.read(job_id)
         if submitted is None or not isinstance(submitted.event, JobSubmitted):
-            log.error("allocation of job %d names no submission in the log: ignored", job_id)
-            return
+            raise LookupError(f"allocation of job {job_id} names no submission in the log")
         if await self.events.last_on(SUBJECTS[JobCancelRequested].format(job_id=job_id)) is not None:
             # Cancelled while it was being allocated: it ends here without running.
             await self._finish(job_id, Outcome("CANCELLED", "0:0", None), started_at=None)
@@ -214,31 +214,32 @@ class Executor:
         self.running[job_id] = running
         running.task = asyncio.create_task(self._run(job_id, submitted.event.spec, running))
 
-    async def _run(self, job_id: int, spec: JobSpec, running: RunningJob) -> None:
-        try:
-            await self._run_to_end(job_id, spec, running)
-        except Exception as error:  # a bug here must still give the job its one terminal state
-            log.exception("job %d: executor failure", job_id)
-            self.running.pop(job_id, None)
-            await self._finish(job_id, Outcome("FAILED", "0:0", f"Executor failure on {self.node.name}: {error}"),
-                               started_at=None)
+    async def _already_finished(self, job_id: int) -> bool:
+        return await self.events.last_on(SUBJECTS[JobFinished].format(job_id=job_id, node=self.node.name)) is not None
 
-    async def _run_to_end(self, job_id: int, spec: JobSpec, running: RunningJob) -> None:
+    async def _run(self, job_id: int, spec: JobSpec, running: RunningJob) -> None:
+        """Run the job to its end and report that end: exactly once, whatever fails on the way."""
+        started_at = None
         try:
-            process = await self._spawn(job_id, spec)
-        except OSError as error:
+            try:
+                process = await self._spawn(job_id, spec)
+            except OSError as error:
+                result = Outcome("FAILED", "127:0", f"Could not start the job: {error}")
+            else:
+                started_at = self.clock()
+                try:
+                    self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at))
+                    started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at)
+                    await self.events.publish_until_acked(started, f"started:{job_id}")
+                    ended_by = await self._wait(process, running, spec.time_limit_s)
+                    result = outcome(process.returncode, ended_by, process.last_signal_sent, spec.time_limit_s)
+                except Exception as error:  # a bug or a full disk: the job must not outlive its report
+                    log.exception("job %d: executor failure", job_id)
+                    await process.kill()
+                    result = Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}")
+            await self._finish(job_id, result, started_at)
+        finally:
             self.running.pop(job_id, None)
-            await self._finish(job_id, Outcome("FAILED", "127:0", f"Could not start the job: {error}"), None)
-            return
-        started_at = self.clock()
-        self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at))
-        started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at)
-        await self.events.publish_until_acked(started, f"started:{job_id}")
-        ended_by = await self._wait(process, running.cancel, spec.time_limit_s)
-        returncode = process.process.returncode
-        self.running.pop(job_id, None)
-        result = outcome(returncode, ended_by, process.last_signal_sent, spec.time_limit_s)
-        await self._finish(job_id, result, started_at)
 
     async def _spawn(self, job_id: int, spec: JobSpec) -> JobProcess:
         if not within_roots(spec.cwd, self.node.job_roots):
@@ -256,22 +257,20 @@ class Executor:
         env = job_environment(spec, job_id, self.node.name, self.user, self.home)
         return await JobProcess.spawn(command_for(spec.script, str(script_path)), spec.cwd, env, *outputs)
 
-    async def _wait(self, process: JobProcess, cancel: asyncio.Event, time_limit_s: int) -> EndedBy:
+    async def _wait(self, process: JobProcess, running: RunningJob, time_limit_s: int) -> EndedBy:
         exited = asyncio.ensure_future(process.wait())
-        cancelled = asyncio.ensure_future(cancel.wait())
+        interrupted = asyncio.ensure_future(running.cancel.wait())
         done, _ = await asyncio.wait(
-            [exited, cancelled], timeout=time_limit_s or None, return_when=asyncio.FIRST_COMPLETED
+            [exited, interrupted], timeout=time_limit_s or None, return_when=asyncio.FIRST_COMPLETED
         )
-        cancelled.cancel()
+        interrupted.cancel()
         if exited in done:
-            ended_by = EndedBy.ITSELF
-        else:
-            ended_by = EndedBy.CANCEL if cancelled in done else EndedBy.TIMEOUT
-        if ended_by is EndedBy.ITSELF:
             process.kill_leftovers()  # what it left running in the background ends with the job
-        else:
-            await process.terminate(self.node.kill_grace_s)
-        return ended_by
+            return EndedBy.ITSELF
+        await process.terminate(self.node.kill_grace_s)
+        if interrupted not in done:
+            return EndedBy.TIMEOUT
+        return EndedBy.SHUTDOWN if running.shutdown else EndedBy.CANCEL
 
     async def _finish(self, job_id: int, result: Outcome, started_at: datetime | None) -> None:
         finished = JobFinished(
@@ -279,16 +278,22 @@ class Executor:
             error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(),
         )
         await self.events.publish_until_acked(finished, f"finished:{job_id}")
+        self._forget(job_id)
+
+    def _forget(self, job_id: int) -> None:
         self._journal_path(job_id).unlink(missing_ok=True)
         (self.node.state_dir / "scripts" / f"{job_id}.sh").unlink(missing_ok=True)
 
     async def stop_jobs(self) -> None:
-        """On shutdown: end the running jobs and report them, so no job is left without an end."""
+        """On shutdown: end the running jobs and wait for their reports, so none is left without an end."""
+        tasks = []
         for running in self.running.values():
+            running.shutdown = True
+            running.cancel.set()
             if running.task:
-                running.task.cancel()
-        for job_id in list(self.running):
-            await self._report_lost(msgspec.json.decode(self._journal_path(job_id).read_bytes(), type=JournalEntry))
+                tasks.append(running.task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.node.kill_grace_s + SHUTDOWN_REPORT_S)
 
     # ---- logs -------------------------------------------------------------------------------
 

@@ -206,7 +206,9 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         events = await JetStreamEventLog.connect(settings.nats_url, "scns-gateway", replicas=settings.stream_replicas)
-        pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=16, open=False)
+        # Checked on checkout: after a PostgreSQL restart a stale connection is replaced, not used.
+        pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=16, open=False,
+                                   check=AsyncConnectionPool.check_connection)
         await pool.open(wait=False)
         nodes = NodeDirectory()
         follower = asyncio.create_task(nodes.follow(events))

@@ -46,6 +46,7 @@ class Scheduler:
         self.clock = clock
         self.state = SchedulerState()
         self.caught_up = asyncio.Event()
+        self.decided_through = 0  # the log position of the last completed pass
         self.last_heartbeat: dict[str, float] = {}
 
     async def follow_log(self) -> None:
@@ -69,12 +70,16 @@ class Scheduler:
             if self.caught_up.is_set() and (msg.metadata.num_pending == 0 or read_since_pass >= MAX_EVENTS_PER_PASS):
                 await self.schedule()
                 read_since_pass = 0
+                self.decided_through = seq
 
     async def schedule(self) -> None:
         """One pass: publish each decision, then take it into the state at once."""
         for decision in self.policy(self.state, self.clock()):
-            await self.events.publish_until_acked(decision, msg_id_of(decision))
+            await self.publish(decision)
             assume(self.state, decision)
+
+    async def publish(self, decision: Decision) -> None:
+        await self.events.publish_until_acked(decision, msg_id_of(decision))
 
     async def watch_heartbeats(self) -> None:
         async def on_heartbeat(msg) -> None:

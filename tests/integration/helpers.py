@@ -1,5 +1,7 @@
 from datetime import datetime, timezone
 
+import psutil
+
 from shared.bus import JetStreamEventLog
 from shared.events import JobSpec, NodeRegistered
 
@@ -24,3 +26,8 @@ async def all_events(events: JetStreamEventLog) -> list[tuple[int, object]]:
         if delivered := await events.read(seq):
             found.append((seq, delivered.event))
     return found
+
+
+def processes_with(argument: str) -> list[psutil.Process]:
+    """Processes of this machine with `argument` on their command line (tests use unusual numbers)."""
+    return [p for p in psutil.process_iter(["cmdline"]) if argument in (p.info["cmdline"] or [])]

@@ -1,13 +1,12 @@
 import asyncio
 
-import psutil
 import pytest
 
 from services.executor.handlers import Executor, NodeConfig
 from shared.events import JobAllocated, JobCancelRequested, JobFinished, JobStarted, JobSubmitted
 
 from ..conftest import eventually
-from .helpers import NOW, all_events, spec
+from .helpers import NOW, all_events, processes_with, spec
 
 pytestmark = pytest.mark.integration
 
@@ -47,20 +46,55 @@ async def test_runs_a_job_and_reports_exit_code_and_output(event_log, executor, 
     assert (cwd / f"out-{job_id}").read_text() == f"hello {job_id}\n"
 
 
-async def test_a_redelivered_allocation_does_not_start_the_job_twice(event_log, executor, tmp_path):
+async def consumed_everything(events):
+    info = await events.js.consumer_info("SCNS", "executor-v1-n1")
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def job_events(events, job_id, kind):
+    return [e for _, e in await all_events(events) if isinstance(e, kind) and e.job_id == job_id]
+
+
+@pytest.mark.parametrize("while_running", [True, False], ids=["while-running", "after-the-end"])
+async def test_a_redelivered_allocation_does_not_start_the_job_twice(event_log, executor, tmp_path, while_running):
     cwd = tmp_path / "job"
-    job_id, allocation = await submit_and_allocate(event_log, spec(str(cwd), "echo once >> runs.txt"))
-    await eventually(lambda: finished(event_log, job_id), what="JobFinished")
+    script = "echo once >> runs.txt\n" + ("sleep 3021\n" if while_running else "")
+    job_id, allocation = await submit_and_allocate(event_log, spec(str(cwd), script))
+    if while_running:
+        await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
+    else:
+        await eventually(lambda: finished(event_log, job_id), what="JobFinished")
     await event_log.publish(allocation)  # the same allocation delivered again
-    await event_log.publish(JobCancelRequested(job_id=999, requested_at=NOW))  # a marker after it
+    await eventually(lambda: consumed_everything(event_log), what="the executor reading the duplicate")
+    assert len(await job_events(event_log, job_id, JobStarted)) == 1 and (cwd / "runs.txt").read_text() == "once\n"
+    if while_running:
+        await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
+        assert (await eventually(lambda: finished(event_log, job_id), what="JobFinished")).state == "CANCELLED"
+    assert len(await job_events(event_log, job_id, JobFinished)) == 1
 
-    async def marker_consumed():
-        info = await event_log.js.consumer_info("SCNS", "executor-v1-n1")
-        return info.num_pending == 0 and info.num_ack_pending == 0
 
-    await eventually(marker_consumed, what="the executor reading past the duplicate")
-    started = [e for _, e in await all_events(event_log) if isinstance(e, JobStarted)]
-    assert len(started) == 1 and (cwd / "runs.txt").read_text() == "once\n"
+async def test_a_stopping_executor_ends_its_jobs_and_reports_them_before_it_goes(event_log, executor, tmp_path):
+    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 3022\n"))
+    await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
+    await executor.stop_jobs()
+    (end,) = await job_events(event_log, job_id, JobFinished)  # there before stop_jobs returned
+    assert (end.state, end.exit_code) == ("NODE_FAIL", "0:15") and not processes_with("3022")
+
+
+async def test_a_failure_after_the_spawn_kills_the_job_before_reporting_it(event_log, executor, tmp_path,
+                                                                          monkeypatch):
+    real_publish = executor.events.publish_until_acked
+
+    async def publish_failing_on_start(event, msg_id):
+        if isinstance(event, JobStarted):
+            raise RuntimeError("injected: the start could not be recorded")
+        return await real_publish(event, msg_id)
+
+    monkeypatch.setattr(executor.events, "publish_until_acked", publish_failing_on_start)
+    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 3023\n"))
+    end = await eventually(lambda: finished(event_log, job_id), what="JobFinished")
+    assert end.state == "FAILED" and "injected" in end.error_msg
+    assert not processes_with("3023")
 
 
 async def test_cancel_ends_the_whole_process_tree(event_log, executor, tmp_path):
@@ -91,12 +125,7 @@ async def test_cancel_requested_before_the_allocation_arrives_never_runs(event_l
 
 
 async def _sleepers():
-    mine = []
-    for process in psutil.process_iter(["cmdline", "ppid"]):
-        cmdline = process.info["cmdline"] or []
-        if cmdline[:2] in (["sleep", "3017"], ["sleep", "3018"]):
-            mine.append(process)
-    return mine
+    return processes_with("3017") + processes_with("3018")
 
 
 async def test_a_failure_while_handling_is_retried_not_fatal(event_log, executor, tmp_path, monkeypatch):

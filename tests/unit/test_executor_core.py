@@ -1,4 +1,4 @@
-from services.executor.core.lifecycle import EndedBy, command_for, job_environment, outcome
+from services.executor.core.lifecycle import LOST_MESSAGE, EndedBy, command_for, job_environment, outcome
 from services.executor.core.logs import TAIL_MARKER, TAIL_THRESHOLD_BYTES, render_log
 from shared.events import JobSpec
 
@@ -28,6 +28,7 @@ def test_outcomes():
     assert outcome(0, EndedBy.CANCEL, 15, 60) == ("CANCELLED", "0:15", None)  # even if it trapped SIGTERM
     assert outcome(-9, EndedBy.CANCEL, 9, 60).exit_code == "0:9"
     assert outcome(-15, EndedBy.TIMEOUT, 15, 1800) == ("TIMEOUT", "0:15", "Time limit of 30:00 reached")
+    assert outcome(-15, EndedBy.SHUTDOWN, 15, 60) == ("NODE_FAIL", "0:15", LOST_MESSAGE)
 
 
 def test_small_logs_are_shown_whole_with_invalid_utf8_replaced():

@@ -176,3 +176,45 @@ def test_replaying_a_prefix_then_the_rest_equals_replaying_everything(history, c
     assert resumed == whole
     # Replaying the tail again (a redelivery) is harmless too.
     assert replay(log[cut:], resumed) == whole
+
+
+@st.composite
+def racing_histories(draw):
+    """Like `histories`, but other services' events may land in the log between a decision being
+    taken (assumed at once by the live scheduler) and its own publication."""
+    nodes, steps = draw(histories())
+    races = draw(st.lists(st.integers(0, 50), max_size=len(steps)))
+    return nodes, steps, races
+
+
+@settings(max_examples=300, deadline=None)
+@given(racing_histories())
+def test_the_live_state_equals_a_replay_of_the_log_it_wrote(history):
+    """A restarted scheduler (replay) must decide as the live one would: same state."""
+    nodes, steps, races = history
+    live, log, seq = SchedulerState(), [], 0
+
+    def append(event):  # an event lands in the log, and the live scheduler reads it
+        nonlocal seq
+        seq += 1
+        log.append((seq, event))
+        evolve(live, seq, event)
+
+    for index, (cpus, memory, partitions) in enumerate(nodes):
+        append(node(f"n{index}", cpus, memory, partitions))
+    for step, (kind, arg) in enumerate(steps):
+        if kind == "submit":
+            append(submitted(*arg))
+        elif kind == "finish" and live.placed:
+            job_id = sorted(live.placed)[arg % len(live.placed)]
+            append(finished(job_id, live.placed[job_id].node))
+        elif kind == "schedule":
+            decisions = fifo_first_fit(live, NOW)
+            for decision in decisions:
+                assume(live, decision)
+            if decisions and step < len(races):  # a cancel request overtakes the decisions
+                target = decisions[races[step] % len(decisions)].job_id
+                append(JobCancelRequested(job_id=target, requested_at=NOW))
+            for decision in decisions:
+                append(decision)
+    assert replay(log) == live

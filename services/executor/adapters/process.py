@@ -34,8 +34,17 @@ class JobProcess:
             )
         return cls(process)
 
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
     async def wait(self) -> int:
         return await self.process.wait()
+
+    async def kill(self) -> None:
+        self.last_signal_sent = signal.SIGKILL
+        signal_tree(self.pid, signal.SIGKILL)
+        await self.process.wait()
 
     def kill_leftovers(self) -> None:
         """After the leader exited: SIGKILL whatever of its process group is still running."""

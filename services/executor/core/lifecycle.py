@@ -17,12 +17,16 @@ class EndedBy(Enum):
     ITSELF = "itself"
     CANCEL = "cancel"
     TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"  # the executor stopped while the job ran
 
 
 class Outcome(NamedTuple):
     state: str
     exit_code: str
     error_msg: str | None
+
+
+LOST_MESSAGE = "The executor of the node stopped while the job ran"
 
 
 def job_environment(spec: JobSpec, job_id: int, node: str, user: str, home: str) -> dict[str, str]:
@@ -70,6 +74,8 @@ def outcome(returncode: int, ended_by: EndedBy, last_signal_sent: int, time_limi
     """How a job that ran ended. When we ended it, our last signal is its exit code's signal."""
     if ended_by is EndedBy.CANCEL:
         return Outcome("CANCELLED", f"0:{last_signal_sent}", None)
+    if ended_by is EndedBy.SHUTDOWN:
+        return Outcome("NODE_FAIL", f"0:{last_signal_sent}", LOST_MESSAGE)
     if ended_by is EndedBy.TIMEOUT:
         return Outcome("TIMEOUT", f"0:{last_signal_sent}", f"Time limit of {format_limit(time_limit_s)} reached")
     if returncode == 0:
@@ -77,3 +83,7 @@ def outcome(returncode: int, ended_by: EndedBy, last_signal_sent: int, time_limi
     if returncode > 0:
         return Outcome("FAILED", exit_code(returncode), f"Exited with code {returncode}")
     return Outcome("FAILED", exit_code(returncode), f"Killed by {signal_name(-returncode)}")
+
+
+# A job found in the journal after the executor died: its end is unknown.
+LOST = Outcome("NODE_FAIL", "0:9", LOST_MESSAGE)

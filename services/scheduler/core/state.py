@@ -94,6 +94,8 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent) -> SchedulerState:
             if state.pending(job_id) is not None:
                 state.cancel_requested.add(job_id)
         case JobAllocated(job_id=job_id, node=name, cpus=cpus, memory_mb=memory_mb):
+            # Placed: a cancel request is now its executor's to carry out, not ours.
+            state.cancel_requested.discard(job_id)
             if state._dequeue(job_id) is not None:
                 state.placed[job_id] = Placement(name, cpus, memory_mb)
                 if node := state.nodes.get(name):

@@ -1,0 +1,117 @@
+"""API tokens in a NATS key-value bucket, stored by hash; looked up on every request, so a
+revoked token stops working at once, on every gateway.
+
+Keys: `h.<sha256>` holds the token's record, `n.<name>` the hash (names are unique). The
+bootstrap admin token comes from the settings (`SCNS_ADMIN_TOKEN`), not from the bucket.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections import OrderedDict
+from datetime import datetime, timezone
+
+import msgspec
+import nats
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+
+from services.gateway.core.auth import NotAuthenticated, Principal, token_hash
+from services.gateway.errors import DependencyDown
+
+BUCKET = "SCNS_TOKENS"
+RECENT_LIMIT = 10_000
+NATS_TROUBLE = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
+                nats.js.errors.ServiceUnavailableError, TimeoutError)
+
+
+class TokenRecord(msgspec.Struct, kw_only=True):
+    name: str
+    account: str
+    role: str
+    hash: str
+    created_at: datetime
+
+    def principal(self) -> Principal:
+        return Principal(self.name, self.account, self.role)
+
+
+class TokenNameTaken(Exception):
+    pass
+
+
+class NatsTokenStore:
+    def __init__(self, kv: KeyValue, admin_token: str) -> None:
+        self.kv = kv
+        self.admin = Principal("admin", "*", "admin") if admin_token else None
+        self._admin_token = admin_token.encode()
+        # Tokens verified lately: used only while NATS cannot be asked (nothing can be revoked then).
+        self._recent: OrderedDict[str, Principal] = OrderedDict()
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, admin_token: str, replicas: int = 1) -> NatsTokenStore:
+        try:
+            kv = await js.key_value(BUCKET)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(
+                KeyValueConfig(bucket=BUCKET, history=1, storage=StorageType.FILE, replicas=replicas)
+            )
+        return cls(kv, admin_token)
+
+    async def authenticate(self, token: str) -> Principal:
+        if self.admin is not None and hmac.compare_digest(token.encode(), self._admin_token):
+            return self.admin
+        digest = token_hash(token)
+        try:
+            entry = await self.kv.get(f"h.{digest}")
+        except KeyNotFoundError:
+            self._recent.pop(digest, None)
+            raise NotAuthenticated("Invalid or revoked token") from None
+        except NATS_TROUBLE as error:
+            if digest in self._recent:
+                return self._recent[digest]
+            raise DependencyDown(f"NATS (token store) is unavailable: {error}") from error
+        principal = msgspec.json.decode(entry.value, type=TokenRecord).principal()
+        self._recent[digest] = principal
+        self._recent.move_to_end(digest)
+        while len(self._recent) > RECENT_LIMIT:
+            self._recent.popitem(last=False)
+        return principal
+
+    async def create(self, name: str, account: str, role: str) -> tuple[TokenRecord, str]:
+        """A new token; the secret is returned once and only its hash is kept."""
+        token = secrets.token_urlsafe(32)
+        record = TokenRecord(name=name, account=account, role=role, hash=token_hash(token),
+                             created_at=datetime.now(timezone.utc))
+        try:
+            await self.kv.create(f"n.{name}", record.hash.encode())
+        except KeyWrongLastSequenceError:
+            raise TokenNameTaken(f"a token named {name!r} exists; revoke it first") from None
+        await self.kv.put(f"h.{record.hash}", msgspec.json.encode(record))
+        return record, token
+
+    async def revoke(self, name: str) -> bool:
+        try:
+            digest = (await self.kv.get(f"n.{name}")).value.decode()
+        except KeyNotFoundError:
+            return False
+        await self.kv.delete(f"h.{digest}")
+        await self.kv.delete(f"n.{name}")
+        self._recent.pop(digest, None)
+        return True
+
+    async def list(self) -> list[TokenRecord]:
+        try:
+            keys = await self.kv.keys(filters=["h.>"])
+        except NoKeysError:
+            return []
+        records = []
+        for key in keys:
+            try:
+                records.append(msgspec.json.decode((await self.kv.get(key)).value, type=TokenRecord))
+            except KeyNotFoundError:
+                continue  # revoked meanwhile
+        return sorted(records, key=lambda record: record.name)
