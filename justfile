@@ -29,3 +29,7 @@ test *ARGS: install
 # Run the benchmarks against a stack they start and stop; prints the numbers.
 bench *ARGS: install
     "{{python}}" bench/run.py {{ARGS}}
+
+# Create, revoke or list API tokens of the running stack: ./just token create NAME --account A [--role user|admin]
+token *ARGS: install
+    "{{python}}" -m services.gateway.tokens {{ARGS}}

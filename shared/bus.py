@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import msgspec
 import nats
@@ -45,16 +46,17 @@ class Delivered:
     seq: int
     subject: str
     event: AnyEvent
+    stored_at: datetime | None = None  # when JetStream stored it
 
 
 def decode_message(msg: Msg) -> Delivered | None:
     """The event of a stream message, or None (logged) for data that is not one of ours."""
-    return _delivered(msg.metadata.sequence.stream, msg.subject, msg.data)
+    return _delivered(msg.metadata.sequence.stream, msg.subject, msg.data, msg.metadata.timestamp)
 
 
-def _delivered(seq: int, subject: str, data: bytes) -> Delivered | None:
+def _delivered(seq: int, subject: str, data: bytes, stored_at: datetime | None) -> Delivered | None:
     try:
-        return Delivered(seq, subject, decode(data))
+        return Delivered(seq, subject, decode(data), stored_at)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         log.warning("skipping undecodable message seq=%s subject=%s: %s", seq, subject, error)
         return None
@@ -107,10 +109,12 @@ class JetStreamEventLog:
         if not self.nc.is_closed:
             await self.nc.close()
 
-    async def publish(self, event: Event, msg_id: str | None = None) -> tuple[int, bool]:
+    async def publish(self, event: Event, msg_id: str | None = None,
+                      timeout: float | None = None) -> tuple[int, bool]:
         """Append an event; returns (stream sequence, whether it was a duplicate of an earlier one)."""
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        ack = await self.js.publish(subject_of(event), encode(event), stream=STREAM, headers=headers)
+        ack = await self.js.publish(subject_of(event), encode(event), stream=STREAM, headers=headers,
+                                    timeout=timeout)
         return ack.seq, bool(ack.duplicate)
 
     async def publish_until_acked(self, event: Event, msg_id: str) -> int:
@@ -144,7 +148,33 @@ class JetStreamEventLog:
             raw = await self.js.get_msg(STREAM, **where)
         except NotFoundError:
             return None
-        return _delivered(raw.seq, raw.subject, raw.data)
+        return _delivered(raw.seq, raw.subject, raw.data, raw.time)
+
+    async def history(self, subject: str, start_seq: int = 1) -> list[Delivered]:
+        """Every event on `subject` from `start_seq` up to the end of the log as it is now."""
+        sub = await self.js.pull_subscribe(subject, stream=STREAM, config=self._reader_config(subject, start_seq))
+        try:
+            remaining = (await sub.consumer_info()).num_pending
+            found = []
+            while remaining > 0:
+                messages = await sub.fetch(min(remaining, 256), timeout=REPLAY_POLL_S)
+                remaining -= len(messages)
+                found.extend(d for d in map(decode_message, messages) if d is not None)
+            return found
+        finally:
+            await _quietly(sub.unsubscribe())
+
+    @staticmethod
+    def _reader_config(subject: str, start_seq: int) -> ConsumerConfig:
+        """An ephemeral consumer without acks: its reader keeps the position."""
+        return ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, start_seq),
+            ack_policy=AckPolicy.NONE,
+            filter_subject=subject,
+            inactive_threshold=REPLAY_INACTIVE_S,
+            mem_storage=True,
+        )
 
     async def replay(self, start_seq: int = 1, subject: str = "scns.>", batch: int = 512) -> AsyncIterator[Msg]:
         """Every message from `start_seq` on, in stream order, then new ones as they come.
@@ -155,17 +185,10 @@ class JetStreamEventLog:
         next_seq = max(1, start_seq)
         delay = RETRY_MIN_S
         while True:
-            config = ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=next_seq,
-                ack_policy=AckPolicy.NONE,
-                filter_subject=subject,
-                inactive_threshold=REPLAY_INACTIVE_S,
-                mem_storage=True,
-            )
             sub = None
             try:
-                sub = await self.js.pull_subscribe(subject, stream=STREAM, config=config)
+                sub = await self.js.pull_subscribe(subject, stream=STREAM,
+                                                   config=self._reader_config(subject, next_seq))
                 while True:
                     try:
                         messages = await sub.fetch(batch, timeout=REPLAY_POLL_S)

@@ -22,7 +22,8 @@ class Settings(msgspec.Struct, kw_only=True):
     database_url: str = "postgresql://scns@127.0.0.1:15432/scns"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    admin_token: str = ""  # empty: authentication is off (allowed on loopback only)
+    admin_token: str = ""  # the bootstrap admin token; others are created through /admin/tokens
+    auth_disabled: bool = False  # allowed only when the gateway listens on loopback
     # Executor node
     node_name: str = ""
     total_cpus: int = 0  # 0: this machine's CPU count
@@ -60,6 +61,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "api_host": ("API_HOST",),
     "api_port": ("API_PORT",),
     "admin_token": ("SCNS_ADMIN_TOKEN",),
+    "auth_disabled": ("AUTH_DISABLED",),
     "node_name": ("NODE_NAME",),
     "total_cpus": ("TOTAL_CPUS",),
     "total_memory_mb": ("TOTAL_MEMORY_MB",),

@@ -1,4 +1,4 @@
-"""The REST API (API.md): thin handlers over the event log, the read model and the nodes.
+"""The REST API (API.md): thin handlers over the event log, the read model, the nodes and tokens.
 
 The gateway only records requests: a submit is a `JobSubmitted` acked by JetStream before the
 reply (its stream sequence is the job id); a cancel is a `JobCancelRequested`. Queries read the
@@ -8,8 +8,8 @@ read model, and the log itself for a job the projection has not reached yet.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,25 +19,53 @@ from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
-import nats
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg_pool import AsyncConnectionPool
 
 from services.gateway.adapters.jobs import PostgresJobView
 from services.gateway.adapters.logs import NatsLogReader
 from services.gateway.adapters.nodes import NodeDirectory
-from services.gateway.core.validation import RequestInvalid, decode_submit, parse_job_id, to_spec
+from services.gateway.adapters.tokens import NatsTokenStore, TokenNameTaken
+from services.gateway.core import views, wire
+from services.gateway.core.auth import (
+    Forbidden,
+    NotAuthenticated,
+    Principal,
+    bearer_token,
+    check_account,
+    require_admin,
+    visible_account,
+)
+from services.gateway.core.openapi import openapi_document
+from services.gateway.core.validation import (
+    RequestInvalid,
+    TokenRequest,
+    decode_body,
+    decode_submit,
+    parse_job_id,
+    parse_listing,
+    to_spec,
+)
 from services.gateway.core.views import JobRecord, pending_reason, query_response
 from services.gateway.errors import DependencyDown, JobNotFound
-from shared.bus import JetStreamEventLog
+from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog
 from shared.config import Settings
-from shared.events import TERMINAL_STATES, JobCancelRequested, JobSubmitted
+from shared.events import TERMINAL_STATES, Event, JobCancelRequested, JobSubmitted, job_subjects
+
+log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 NODES_READY_TIMEOUT_S = 10.0
+PUBLISH_TIMEOUT_S = 3.0
+HEALTH_TIMEOUT_S = 2.0
+MAX_PROJECTION_LAG = 10_000  # events; beyond this /health says the read model is behind
+DASHBOARD_JOBS = 20
+PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/docs", "/redoc"})
+# When authentication is off (no admin token, loopback only), every caller is this.
+NOBODY_CHECKED = Principal("anonymous", "*", "admin")
 
 
 @dataclass
@@ -49,27 +77,41 @@ class Gateway:
     jobs: PostgresJobView
     logs: NatsLogReader
     nodes: NodeDirectory
+    tokens: NatsTokenStore
 
     async def job(self, job_id: int) -> JobRecord:
         if (record := await self.jobs.job(job_id)) is not None:
             return record
         # Acknowledged but not projected yet: the log itself knows the job.
-        delivered = await self.events.read(job_id)
+        delivered = await self.nats(self.events.read(job_id), "event log")
         if delivered is None or not isinstance(delivered.event, JobSubmitted):
             raise JobNotFound(job_id)
         return JobRecord.submitted(job_id, delivered.event.spec, delivered.event.submitted_at)
+
+    async def job_for(self, principal: Principal, job_id: int, action: str) -> JobRecord:
+        job = await self.job(job_id)
+        check_account(principal, job.account, action)
+        return job
 
     async def reason(self, job: JobRecord) -> str:
         if job.state != "PENDING" or job.node:
             return pending_reason(job, partition_live=True, jobs_ahead=False)
         return pending_reason(job, self.nodes.partition_live(job.partition), await self.jobs.jobs_ahead(job))
 
-    async def publish(self, event, msg_id: str | None) -> int:
+    async def publish(self, event: Event, msg_id: str | None) -> int:
+        # Refuse at once while disconnected: a publish buffered for the reconnect could land
+        # after we answered 503, and the client would retry it into a second job.
+        if not self.events.nc.is_connected:
+            raise DependencyDown("NATS (event log) is unavailable: not connected")
+        seq, _ = await self.nats(self.events.publish(event, msg_id, timeout=PUBLISH_TIMEOUT_S), "event log")
+        return seq
+
+    @staticmethod
+    async def nats(operation, what: str):
         try:
-            seq, _ = await self.events.publish(event, msg_id)
-            return seq
-        except nats.errors.Error as error:
-            raise DependencyDown(f"NATS (event log) is unavailable: {error}") from error
+            return await operation
+        except NATS_UNAVAILABLE as error:
+            raise DependencyDown(f"NATS ({what}) is unavailable: {type(error).__name__}") from error
 
 
 def utcnow() -> datetime:
@@ -80,15 +122,22 @@ def gateway_of(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
+def principal_of(request: Request) -> Principal:
+    return request.state.principal
+
+
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(content=msgspec.json.encode(content), status_code=status_code, media_type="application/json",
                     headers=headers)
 
 
+# ---- jobs ------------------------------------------------------------------------------------
+
 @post("/jobs/submit", status_code=201)
 async def submit(request: Request) -> Response:
-    gateway = gateway_of(request)
+    gateway, principal = gateway_of(request), principal_of(request)
     body = decode_submit(await request.body())
+    check_account(principal, body.job.account, "submit")
     try:
         await asyncio.wait_for(gateway.nodes.ready.wait(), NODES_READY_TIMEOUT_S)
     except asyncio.TimeoutError:
@@ -97,13 +146,13 @@ async def submit(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     job_id = await gateway.publish(JobSubmitted(spec=spec, submitted_at=utcnow()),
                                    f"submit:{spec.account}:{key}" if key else None)
-    return json_response({"job_id": str(job_id)}, 201)
+    return json_response(wire.SubmitResponse(job_id=str(job_id)), 201)
 
 
 @get("/jobs/query/{job_id:str}")
 async def query(request: Request, job_id: str) -> Response:
     gateway = gateway_of(request)
-    job = await gateway.job(parse_job_id(job_id))
+    job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "query")
     stdout, stderr, available = await gateway.logs.read(job)
     headers = {} if available else {"X-Log-Unavailable": job.node}
     return json_response(query_response(job, stdout, stderr, await gateway.reason(job), utcnow()), headers=headers)
@@ -112,45 +161,161 @@ async def query(request: Request, job_id: str) -> Response:
 @post("/jobs/cancel/{job_id:str}", status_code=200)
 async def cancel(request: Request, job_id: str) -> Response:
     gateway = gateway_of(request)
-    job = await gateway.job(parse_job_id(job_id))
+    job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "cancel")
     if job.state not in TERMINAL_STATES:
         await gateway.publish(JobCancelRequested(job_id=job.job_id, requested_at=utcnow()), f"cancel:{job.job_id}")
-    return json_response({"msg": "取消成功"})
+    return json_response(wire.CancelResponse(msg="取消成功"))
+
+
+@get("/jobs")
+async def list_jobs(request: Request) -> Response:
+    gateway = gateway_of(request)
+    listing = parse_listing(dict(request.query_params))
+    account = visible_account(principal_of(request), listing.account)
+    page = await gateway.jobs.jobs(account=account, state=listing.state, partition=listing.partition,
+                                   before=listing.before, limit=listing.limit + 1)
+    more = len(page) > listing.limit
+    page = page[:listing.limit]
+    next_cursor = views.encode_cursor(page[-1].job_id) if more else None
+    return json_response(wire.JobList(jobs=[views.job_summary(job) for job in page], next_cursor=next_cursor))
+
+
+@get("/jobs/{job_id:str}/events")
+async def job_history(request: Request, job_id: str) -> Response:
+    gateway = gateway_of(request)
+    job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "read the events")
+    submitted = await gateway.nats(gateway.events.read(job.job_id), "event log")
+    later = await gateway.nats(gateway.events.history(job_subjects(job.job_id), job.job_id + 1), "event log")
+    entries = [(d.seq, d.stored_at, d.event) for d in [submitted, *later] if d is not None]
+    return json_response(views.job_events(job.job_id, entries))
+
+
+# ---- cluster ---------------------------------------------------------------------------------
+
+@get("/nodes")
+async def nodes(request: Request) -> Response:
+    gateway = gateway_of(request)
+    records = await gateway.jobs.nodes()
+    heartbeats = gateway.nodes.heartbeats
+    return json_response(wire.NodeList(nodes=[views.node_view(n, heartbeats.get(n.node_name)) for n in records]))
+
+
+@get("/dashboard")
+async def dashboard(request: Request) -> Response:
+    gateway, principal = gateway_of(request), principal_of(request)
+    account = None if principal.is_admin else principal.account
+    counts = await gateway.jobs.state_counts(account)
+    running = await gateway.jobs.jobs(account=account, state="RUNNING", limit=DASHBOARD_JOBS)
+    pending = await gateway.jobs.jobs(account=account, state="PENDING", limit=DASHBOARD_JOBS)
+    return json_response(views.dashboard(counts, await gateway.jobs.nodes(), running, pending))
 
 
 @get("/health")
 async def health(request: Request) -> Response:
     gateway = gateway_of(request)
-    checks: dict[str, str] = {"nats": "ok" if gateway.events.nc.is_connected else "disconnected"}
+    checks: dict[str, str] = {}
+    last_seq = None
     try:
-        await gateway.jobs.ping()
+        last_seq = await asyncio.wait_for(gateway.events.last_seq(), HEALTH_TIMEOUT_S)
+        checks["nats"] = "ok"
+    except (*NATS_UNAVAILABLE, asyncio.TimeoutError) as error:
+        checks["nats"] = f"NATS (event log) is unavailable: {type(error).__name__}"
+    try:
+        position = await asyncio.wait_for(gateway.jobs.position(), HEALTH_TIMEOUT_S)
         checks["postgresql"] = "ok"
-    except DependencyDown as error:
-        checks["postgresql"] = str(error)
-    healthy = all(value == "ok" for value in checks.values())
-    body = {"status": "healthy" if healthy else "unhealthy", "service": "scns-conductor-api", "checks": checks}
+        if last_seq is not None:
+            lag = max(0, last_seq - position)
+            checks["projection"] = (f"ok: {lag} events behind" if lag <= MAX_PROJECTION_LAG
+                                    else f"lagging: {lag} events behind the log")
+    except (DependencyDown, asyncio.TimeoutError) as error:
+        checks["postgresql"] = str(error) or "PostgreSQL (read model) did not answer in time"
+    healthy = all(value.startswith("ok") for value in checks.values()) and "projection" in checks
+    body = wire.Health(status="healthy" if healthy else "unhealthy", service="scns-conductor-api", checks=checks)
     return json_response(body, 200 if healthy else 503)
 
 
 @get("/")
 async def root() -> Response:
-    return json_response({"service": "SCNS-Conductor API", "version": VERSION, "status": "running"})
+    return json_response(wire.About(service="SCNS-Conductor API", version=VERSION, status="running"))
+
+
+# ---- tokens (admin) ----------------------------------------------------------------------------
+
+@post("/admin/tokens", status_code=201)
+async def create_token(request: Request) -> Response:
+    require_admin(principal_of(request))
+    gateway = gateway_of(request)
+    body = decode_body(await request.body(), TokenRequest)
+    record, token = await gateway.nats(gateway.tokens.create(body.name, body.account, body.role), "token store")
+    return json_response(wire.TokenCreated(name=record.name, account=record.account, role=record.role, token=token),
+                         201)
+
+
+@get("/admin/tokens")
+async def list_tokens(request: Request) -> Response:
+    require_admin(principal_of(request))
+    gateway = gateway_of(request)
+    records = await gateway.nats(gateway.tokens.list(), "token store")
+    return json_response(wire.TokenList(tokens=[
+        wire.TokenInfo(name=r.name, account=r.account, role=r.role, created_at=views.timestamp(r.created_at))
+        for r in records]))
+
+
+@delete("/admin/tokens/{name:str}", status_code=200)
+async def revoke_token(request: Request, name: str) -> Response:
+    require_admin(principal_of(request))
+    gateway = gateway_of(request)
+    if not await gateway.nats(gateway.tokens.revoke(name), "token store"):
+        return json_response(wire.ErrorBody(detail=f"no token named {name!r}"), 404)
+    return json_response(wire.CancelResponse(msg=f"token {name!r} revoked"))
+
+
+# ---- documentation -----------------------------------------------------------------------------
+
+DOCS_PAGE = """<!doctype html><html><head><title>SCNS-Conductor API</title><meta charset="utf-8"/>
+<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"/></head><body>
+<div id="ui"></div><script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
+REDOC_PAGE = """<!doctype html><html><head><title>SCNS-Conductor API</title><meta charset="utf-8"/></head><body>
+<redoc spec-url="/openapi.json"></redoc><script src="https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js">
+</script></body></html>"""
+
+
+@get("/openapi.json")
+async def openapi(request: Request) -> Response:
+    return Response(content=request.app.state.openapi, media_type="application/json")
+
+
+@get("/docs")
+async def docs() -> Response:
+    return Response(content=DOCS_PAGE, media_type="text/html")
+
+
+@get("/redoc")
+async def redoc() -> Response:
+    return Response(content=REDOC_PAGE, media_type="text/html")
+
+
+# ---- errors, headers, authentication ---------------------------------------------------------
+
+def error_body(status: int, detail: str, headers: dict[str, str] | None = None):
+    def handler(_: Request, exc: Exception) -> Response:
+        return json_response(wire.ErrorBody(detail=detail or str(exc)), status, headers)
+
+    return handler
 
 
 def on_invalid(_: Request, exc: RequestInvalid) -> Response:
     return json_response({"detail": exc.errors}, 422)
 
 
-def on_not_found(_: Request, exc: JobNotFound) -> Response:
-    return json_response({"detail": str(exc)}, 404)
-
-
-def on_dependency_down(_: Request, exc: DependencyDown) -> Response:
-    return json_response({"detail": str(exc)}, 503)
-
-
 def on_http_error(_: Request, exc: HTTPException) -> Response:
-    return json_response({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+    return json_response(wire.ErrorBody(detail=str(exc.detail)), exc.status_code, headers=exc.headers)
+
+
+def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return json_response(wire.ErrorBody(detail="Internal Server Error"), 500)
 
 
 def request_headers_middleware(app: ASGIApp) -> ASGIApp:
@@ -162,7 +327,7 @@ def request_headers_middleware(app: ASGIApp) -> ASGIApp:
             return
         started = time.perf_counter()
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming or str(uuid.uuid4())
+        request_id = incoming[:200] or str(uuid.uuid4())
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -185,23 +350,26 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def auth_guard(settings: Settings):
-    token = settings.admin_token
-
-    async def before_request(request: Request) -> None:
-        if not token or request.url.path in ("/", "/health"):
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, credential = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), token.encode()):
-            raise NotAuthorizedException("Missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    return before_request
+async def authenticate(request: Request) -> None:
+    """Every route but the public ones needs a valid bearer token (unless authentication is off)."""
+    if request.url.path in PUBLIC_PATHS:
+        return
+    gateway = gateway_of(request)
+    if gateway.settings.auth_disabled:
+        request.state.principal = NOBODY_CHECKED
+        return
+    token = bearer_token(request.headers.get("authorization", ""))
+    request.state.principal = await gateway.tokens.authenticate(token)
 
 
 def create_app(settings: Settings) -> Litestar:
-    if not settings.admin_token and not is_loopback(settings.api_host):
-        raise ValueError(f"authentication is off (no SCNS_ADMIN_TOKEN): refusing to listen on {settings.api_host}")
+    if settings.auth_disabled and not is_loopback(settings.api_host):
+        raise ValueError(f"authentication may be off only on loopback, not on {settings.api_host}")
+    if not settings.auth_disabled and not settings.admin_token:
+        raise ValueError("set SCNS_ADMIN_TOKEN (the bootstrap admin token), or AUTH_DISABLED=true on loopback")
+    if settings.auth_disabled:
+        log.warning("AUTHENTICATION IS OFF: every request to %s:%d acts as admin", settings.api_host,
+                    settings.api_port)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -210,9 +378,11 @@ def create_app(settings: Settings) -> Litestar:
         pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=16, open=False,
                                    check=AsyncConnectionPool.check_connection)
         await pool.open(wait=False)
+        tokens = await NatsTokenStore.open(events.js, settings.admin_token, settings.stream_replicas)
         nodes = NodeDirectory()
         follower = asyncio.create_task(nodes.follow(events))
-        app.state.gateway = Gateway(settings, events, PostgresJobView(pool), NatsLogReader(events.nc), nodes)
+        app.state.gateway = Gateway(settings, events, PostgresJobView(pool), NatsLogReader(events.nc), nodes, tokens)
+        app.state.openapi = msgspec.json.encode(openapi_document(VERSION))
         try:
             yield
         finally:
@@ -221,17 +391,23 @@ def create_app(settings: Settings) -> Litestar:
             await events.close()
 
     return Litestar(
-        route_handlers=[submit, query, cancel, health, root],
+        route_handlers=[submit, query, cancel, list_jobs, job_history, nodes, dashboard, health, root,
+                        create_token, list_tokens, revoke_token, openapi, docs, redoc],
         lifespan=[lifespan],
-        before_request=auth_guard(settings),
+        before_request=authenticate,
         middleware=[request_headers_middleware],
         exception_handlers={
             RequestInvalid: on_invalid,
-            JobNotFound: on_not_found,
-            DependencyDown: on_dependency_down,
+            NotAuthenticated: error_body(401, "", {"WWW-Authenticate": "Bearer"}),
+            Forbidden: error_body(403, ""),
+            JobNotFound: error_body(404, ""),
+            TokenNameTaken: error_body(409, ""),
+            DependencyDown: error_body(503, ""),
             HTTPException: on_http_error,
+            Exception: on_unexpected,
         },
         state=State(),
         openapi_config=None,
         logging_config=None,
+        request_max_body_size=8 * 1024 * 1024,  # a 1 MiB script may grow six-fold as escaped JSON
     )

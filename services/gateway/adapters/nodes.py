@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from services.gateway.core.validation import PartitionCapacity
 from shared.bus import JetStreamEventLog, decode_message
-from shared.events import NodeDown, NodeRegistered
+from shared.events import HEARTBEAT_SUBJECT, NodeDown, NodeRegistered
 
 
 @dataclass(slots=True)
@@ -19,6 +20,7 @@ class KnownNode:
 class NodeDirectory:
     def __init__(self) -> None:
         self.nodes: dict[str, KnownNode] = {}
+        self.heartbeats: dict[str, datetime] = {}  # last seen by this gateway
         self.ready = asyncio.Event()
 
     def apply(self, event) -> None:
@@ -43,6 +45,10 @@ class NodeDirectory:
         return any(k.alive and partition in k.registration.partitions for k in self.nodes.values())
 
     async def follow(self, events: JetStreamEventLog) -> None:
+        async def on_heartbeat(msg) -> None:
+            self.heartbeats[msg.subject.rsplit(".", 1)[-1]] = datetime.now(timezone.utc)
+
+        await events.nc.subscribe(HEARTBEAT_SUBJECT.format(node="*"), cb=on_heartbeat)
         subject = "scns.node.>"
         if await events.last_on(subject) is None:
             self.ready.set()

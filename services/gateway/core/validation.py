@@ -9,15 +9,17 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
 
+from services.gateway.core.views import decode_cursor
 from shared.events import JobSpec
 from shared.paths import within_roots
 from shared.slurm_formats import FormatError, parse_memory_mb, parse_time_limit
 
+T = TypeVar("T")
 MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_ENV_ENTRIES = 256
 MAX_ENV_BYTES = 128 * 1024
@@ -45,6 +47,12 @@ class SubmitRequest(msgspec.Struct, kw_only=True):
     script: str
 
 
+class TokenRequest(msgspec.Struct, kw_only=True):
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    account: Text255
+    role: Literal["user", "admin"] = "user"
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionCapacity:
     """The largest node of a partition, by CPUs and by memory."""
@@ -67,17 +75,33 @@ def rule_error(loc: list, msg: str, value: Any) -> dict[str, Any]:
     return error(loc, f"Value error, {msg}", value)
 
 
-_PATH = re.compile(r"`\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)`")
+_PATH = re.compile(r"`\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[[^\]]*\])*)`")
 _MISSING = re.compile(r"Object missing required field `([^`]+)`")
-_EXPECTED = re.compile(r"Expected `([a-z]+)")
+# msgspec's messages, as FastAPI (pydantic 2) words them: (pattern, type, message template).
+_MESSAGES = [
+    (re.compile(r"Expected `str` of length >= (\d+)"), "string_too_short",
+     "String should have at least {0} character{s}"),
+    (re.compile(r"Expected `str` of length <= (\d+)"), "string_too_long",
+     "String should have at most {0} character{s}"),
+    (re.compile(r"Expected `str` matching regex '(.*)'"), "string_pattern_mismatch", "String should match pattern '{0}'"),
+    (re.compile(r"Expected `int` >= (\d+)"), "greater_than_equal", "Input should be greater than or equal to {0}"),
+    (re.compile(r"Expected `int` <= (\d+)"), "less_than_equal", "Input should be less than or equal to {0}"),
+    (re.compile(r"Expected `str`"), "string_type", "Input should be a valid string"),
+    (re.compile(r"Expected `int`, got `str`"), "int_parsing",
+     "Input should be a valid integer, unable to parse string as an integer"),
+    (re.compile(r"Expected `int`"), "int_type", "Input should be a valid integer"),
+    (re.compile(r"Expected `bool`"), "bool_type", "Input should be a valid boolean"),
+    (re.compile(r"Expected `object`"), "dict_type", "Input should be a valid dictionary"),
+    (re.compile(r"Invalid enum value '(.*)'"), "literal_error", "Input should be one of the allowed values"),
+]
 
 
-def _loc_of(message: str) -> list:
+def _loc_of(message: str, root: str = "body") -> list:
     match = _PATH.search(message)
-    parts: list = ["body"]
+    parts: list = [root]
     if match:
-        for token in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]", match[1]):
-            parts.append(token[0] if token[0] else int(token[1]))
+        for name, index in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]", match[1]):
+            parts.append(name if name else int(index))
     return parts
 
 
@@ -90,23 +114,36 @@ def _input_at(document: Any, loc: list) -> Any:
     return document
 
 
-def decode_submit(body: bytes) -> SubmitRequest:
-    """Bytes to a SubmitRequest, or RequestInvalid in FastAPI's shape."""
+def convert_errors(exc: msgspec.ValidationError, document: Any, root: str = "body") -> RequestInvalid:
+    """A msgspec validation error, in FastAPI's shape (msgspec reports the first error only)."""
+    message = str(exc)
+    loc = _loc_of(message, root)
+    if missing := _MISSING.search(message):
+        return RequestInvalid([error([*loc, missing[1]], "Field required", _input_at(document, loc), "missing")])
+    for pattern, kind, template in _MESSAGES:
+        if found := pattern.search(message):
+            groups = found.groups()
+            text = template.format(*groups, s="" if groups and groups[0] == "1" else "s")
+            return RequestInvalid([error(loc, text, _input_at(document, loc), kind)])
+    return RequestInvalid([error(loc, message.split(" - at `")[0], _input_at(document, loc))])
+
+
+def decode_body(body: bytes, kind: type[T]) -> T:
+    """Bytes to a request type, or RequestInvalid in FastAPI's shape."""
     try:
         document = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        raise RequestInvalid([error(["body"], f"JSON decode error: {exc}", None, "json_invalid")]) from None
+        position = re.search(r"byte (\d+)", str(exc))
+        loc = ["body", int(position[1])] if position else ["body"]
+        raise RequestInvalid([error(loc, "JSON decode error", {}, "json_invalid")]) from exc
     try:
-        return msgspec.convert(document, SubmitRequest, strict=False)
+        return msgspec.convert(document, kind, strict=False)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        loc = _loc_of(message)
-        if missing := _MISSING.search(message):
-            loc.append(missing[1])
-            raise RequestInvalid([error(loc, "Field required", _input_at(document, loc[:-1]), "missing")]) from None
-        kind = f"{expected[1]}_type" if (expected := _EXPECTED.search(message)) else "value_error"
-        text = message.split(" - at `")[0]
-        raise RequestInvalid([error(loc, text, _input_at(document, loc), kind)]) from None
+        raise convert_errors(exc, document) from None
+
+
+def decode_submit(body: bytes) -> SubmitRequest:
+    return decode_body(body, SubmitRequest)
 
 
 def to_spec(
@@ -179,6 +216,36 @@ def to_spec(
         time_limit_s=time_limit_s, environment=job.environment, ntasks_per_node=job.ntasks_per_node,
         cpus_per_task=job.cpus_per_task, memory_mb=memory_mb, exclusive=job.exclusive, data_source=data_source,
     )
+
+
+JOB_STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
+MAX_PAGE = 1000
+
+
+class Listing(msgspec.Struct, kw_only=True):
+    """GET /jobs's query parameters."""
+
+    state: Literal[JOB_STATES] | None = None  # type: ignore[valid-type]
+    account: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
+    partition: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    limit: Annotated[int, Meta(ge=1, le=MAX_PAGE)] = 100
+    cursor: str | None = None
+
+    @property
+    def before(self) -> int | None:
+        return decode_cursor(self.cursor) if self.cursor is not None else None
+
+
+def parse_listing(params: dict[str, str]) -> Listing:
+    try:
+        listing = msgspec.convert(params, Listing, strict=False)
+    except msgspec.ValidationError as exc:
+        raise convert_errors(exc, params, root="query") from None
+    try:
+        listing.before
+    except ValueError as exc:
+        raise RequestInvalid([rule_error(["query", "cursor"], str(exc), listing.cursor)]) from None
+    return listing
 
 
 def parse_job_id(text: str) -> int:
