@@ -135,6 +135,8 @@ class JetStreamEventLog:
 
     async def read(self, seq: int) -> Delivered | None:
         """The message at a sequence, or None when there is none (or it is not an event)."""
+        if seq < 1:
+            return None  # sequences start at 1; JetStream answers 0 with an error, not "not found"
         return await self._get(seq=seq)
 
     async def last_on(self, subject: str) -> Delivered | None:

@@ -22,6 +22,7 @@ import msgspec
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg_pool import AsyncConnectionPool
 
@@ -150,7 +151,7 @@ async def submit(request: Request) -> Response:
 
 
 @get("/jobs/query/{job_id:str}")
-async def query(request: Request, job_id: str) -> Response:
+async def query(request: Request, job_id: FromPath[str]) -> Response:
     gateway = gateway_of(request)
     job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "query")
     stdout, stderr, available = await gateway.logs.read(job)
@@ -159,7 +160,7 @@ async def query(request: Request, job_id: str) -> Response:
 
 
 @post("/jobs/cancel/{job_id:str}", status_code=200)
-async def cancel(request: Request, job_id: str) -> Response:
+async def cancel(request: Request, job_id: FromPath[str]) -> Response:
     gateway = gateway_of(request)
     job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "cancel")
     if job.state not in TERMINAL_STATES:
@@ -181,7 +182,7 @@ async def list_jobs(request: Request) -> Response:
 
 
 @get("/jobs/{job_id:str}/events")
-async def job_history(request: Request, job_id: str) -> Response:
+async def job_history(request: Request, job_id: FromPath[str]) -> Response:
     gateway = gateway_of(request)
     job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "read the events")
     submitted = await gateway.nats(gateway.events.read(job.job_id), "event log")
@@ -262,7 +263,7 @@ async def list_tokens(request: Request) -> Response:
 
 
 @delete("/admin/tokens/{name:str}", status_code=200)
-async def revoke_token(request: Request, name: str) -> Response:
+async def revoke_token(request: Request, name: FromPath[str]) -> Response:
     require_admin(principal_of(request))
     gateway = gateway_of(request)
     if not await gateway.nats(gateway.tokens.revoke(name), "token store"):
@@ -318,8 +319,12 @@ def on_unexpected(request: Request, exc: Exception) -> Response:
     return json_response(wire.ErrorBody(detail="Internal Server Error"), 500)
 
 
-def request_headers_middleware(app: ASGIApp) -> ASGIApp:
-    """X-Request-ID (the client's, else a new UUID4) and X-Process-Time on every response."""
+def with_request_headers(app: ASGIApp) -> ASGIApp:
+    """X-Request-ID (the client's, else a new UUID4) and X-Process-Time on every response.
+
+    Wrapped around the whole application, not a Litestar middleware: those run only for
+    matched routes, and a 404 or 405 of the router must carry the headers too.
+    """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -362,6 +367,10 @@ async def authenticate(request: Request) -> None:
     request.state.principal = await gateway.tokens.authenticate(token)
 
 
+def create_asgi_app(settings: Settings) -> ASGIApp:
+    return with_request_headers(create_app(settings))
+
+
 def create_app(settings: Settings) -> Litestar:
     if settings.auth_disabled and not is_loopback(settings.api_host):
         raise ValueError(f"authentication may be off only on loopback, not on {settings.api_host}")
@@ -395,7 +404,6 @@ def create_app(settings: Settings) -> Litestar:
                         create_token, list_tokens, revoke_token, openapi, docs, redoc],
         lifespan=[lifespan],
         before_request=authenticate,
-        middleware=[request_headers_middleware],
         exception_handlers={
             RequestInvalid: on_invalid,
             NotAuthenticated: error_body(401, "", {"WWW-Authenticate": "Bearer"}),

@@ -1,4 +1,4 @@
-"""Wires the gateway: settings to the Litestar app, served by uvicorn."""
+"""Wires the gateway: settings to the Litestar app (with its request headers), served by uvicorn."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import sys
 
 import uvicorn
 
-from services.gateway.app import create_app
+from services.gateway.app import create_asgi_app
 from shared.config import ConfigError, load_settings
 
 
 def main() -> None:
     try:
         settings = load_settings()
-        app = create_app(settings)
+        app = create_asgi_app(settings)
     except (ConfigError, ValueError) as error:
         sys.exit(f"gateway: {error}")
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)

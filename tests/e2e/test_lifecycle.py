@@ -8,40 +8,9 @@ from shared.events import JobAllocated, JobCancelled, JobFinished, JobStarted
 
 from ..conftest import eventually
 from ..integration.helpers import all_events, processes_with
+from .helpers import TERMINAL, job, submit, until_state
 
 pytestmark = pytest.mark.e2e
-
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
-
-
-def job(stack, script: str, *, time_limit: str = "10", cpus: int = 1, name: str = "test_job") -> dict:
-    return {
-        "job": {
-            "account": "project_alpha", "name": name, "partition": "default",
-            "current_working_directory": str(stack.config.work_dir / "e2e"),
-            "standard_output": "%j.out", "standard_error": "%j.err", "time_limit": time_limit,
-            "cpus_per_task": cpus,
-        },
-        "script": script,
-    }
-
-
-async def submit(api, body: dict, **headers) -> str:
-    response = await api.post("/jobs/submit", json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    job_id = response.json()["job_id"]
-    # Acknowledged means queryable: never a 404, not even before the projection has it.
-    assert (await api.get(f"/jobs/query/{job_id}")).status_code == 200
-    return job_id
-
-
-async def until_state(api, job_id: str, states: set[str], timeout: float = 60.0) -> dict:
-    async def check():
-        response = await api.get(f"/jobs/query/{job_id}")  # a 503 while a dependency restarts: not yet
-        return response.json() if response.status_code == 200 and response.json()["state"] in states else None
-
-    return await eventually(check, timeout, what=f"job {job_id} to reach {states}")
-
 
 async def test_the_original_readme_example_completes_with_its_output(api, stack):
     job_id = await submit(api, job(stack, '#!/bin/bash\necho "Hello World"\nsleep 1\necho "Done"\n', time_limit="30"))

@@ -13,6 +13,7 @@ from services.gateway.core.views import JobRecord, NodeRecord
 from services.gateway.errors import DependencyDown
 
 JOB_COLUMNS = ", ".join(JobRecord.__struct_fields__)
+READ_MODEL_TIMEOUT_S = 2.0  # a query waits this long for a connection, then answers 503
 NODE_COLUMNS = ", ".join(NodeRecord.__struct_fields__)
 
 
@@ -23,7 +24,7 @@ class PostgresJobView:
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
         try:
-            async with self.pool.connection(timeout=5) as conn:
+            async with self.pool.connection(timeout=READ_MODEL_TIMEOUT_S) as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise DependencyDown(f"PostgreSQL (read model) is unavailable: {error}") from error

@@ -19,7 +19,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from services.gateway.core.auth import NotAuthenticated, Principal, token_hash
+from services.gateway.core.auth import TOKEN_NAME, NotAuthenticated, Principal, token_hash
 from services.gateway.errors import DependencyDown
 
 BUCKET = "SCNS_TOKENS"
@@ -94,6 +94,8 @@ class NatsTokenStore:
         return record, token
 
     async def revoke(self, name: str) -> bool:
+        if not TOKEN_NAME.match(name):
+            return False  # no such name can have been created
         try:
             digest = (await self.kv.get(f"n.{name}")).value.decode()
         except KeyNotFoundError:
@@ -105,11 +107,11 @@ class NatsTokenStore:
 
     async def list(self) -> list[TokenRecord]:
         try:
-            keys = await self.kv.keys(filters=["h.>"])
+            keys = await self.kv.keys()  # (nats-py's key filters found nothing here: filter ourselves)
         except NoKeysError:
             return []
         records = []
-        for key in keys:
+        for key in (key for key in keys if key.startswith("h.")):
             try:
                 records.append(msgspec.json.decode((await self.kv.get(key)).value, type=TokenRecord))
             except KeyNotFoundError:

@@ -1,0 +1,39 @@
+import pytest
+
+from services.gateway.adapters.tokens import NatsTokenStore, TokenNameTaken
+from services.gateway.core.auth import NotAuthenticated, Principal
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def store(event_log):
+    try:
+        await event_log.js.delete_key_value("SCNS_TOKENS")
+    except Exception:
+        pass
+    return await NatsTokenStore.open(event_log.js, admin_token="bootstrap-secret")
+
+
+async def test_tokens_are_kept_only_as_hashes(store):
+    _, token = await store.create("alice", "acct-a", "user")
+    stored = [(await store.kv.get(key)).value for key in await store.kv.keys()]
+    assert stored and all(token.encode() not in value for value in stored)
+    assert await store.authenticate(token) == Principal("alice", "acct-a", "user")
+
+
+async def test_bootstrap_admin_unknown_and_revoked_tokens(store):
+    assert (await store.authenticate("bootstrap-secret")).is_admin
+    with pytest.raises(NotAuthenticated):
+        await store.authenticate("never-issued")
+    _, token = await store.create("bob", "acct-b", "user")
+    assert await store.revoke("bob") and not await store.revoke("bob")
+    with pytest.raises(NotAuthenticated):
+        await store.authenticate(token)  # at once: no cache is consulted while NATS answers
+
+
+async def test_names_are_unique_and_listed_without_secrets(store):
+    await store.create("carol", "acct-c", "admin")
+    with pytest.raises(TokenNameTaken):
+        await store.create("carol", "acct-c", "user")
+    assert [(r.name, r.account, r.role) for r in await store.list()] == [("carol", "acct-c", "admin")]
