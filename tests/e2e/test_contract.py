@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 
 import httpx
@@ -383,3 +386,23 @@ async def test_health_and_root(api):
     assert health["status"] == "healthy" and health["service"] == "scns-conductor-api"
     assert set(health["checks"]) == {"nats", "postgresql", "projection"}
     assert (await api.get("/")).json() == {"service": "SCNS-Conductor API", "version": "0.1.0", "status": "running"}
+
+
+async def test_the_tokens_command_creates_and_revokes_tokens_the_api_accepts(api, stack):
+    env = {**os.environ, "NATS_URL": stack.nats.url}
+
+    def tokens(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "services.gateway.tokens", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    created = tokens("create", name, "--account", "acct-cli")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await api.get("/jobs", headers=headers)).status_code == 200
+    assert (await api.post("/jobs/submit", json=job(stack, "true\n"), headers=headers)).status_code == 403
+    assert name in tokens("list").stdout and token not in tokens("list").stdout
+    assert tokens("create", name, "--account", "x").returncode == 1  # names are unique
+    assert tokens("revoke", name).returncode == 0
+    assert (await api.get("/jobs", headers=headers)).status_code == 401
