@@ -113,11 +113,15 @@ def histories(draw):
     return nodes, steps
 
 
-def build_log(nodes, steps):
-    """Play the steps against a live state, recording the log the scheduler would have written."""
+def build_log(nodes, steps, races=()):
+    """Play the steps against a live scheduler state, recording the log it would have written.
+
+    A live scheduler takes its decisions into its state at once and publishes them after; with
+    `races`, another service's cancel request lands in the log in between.
+    """
     state, log, seq = SchedulerState(), [], 0
 
-    def append(event):
+    def append(event):  # an event lands in the log, and the live scheduler reads it
         nonlocal seq
         seq += 1
         log.append((seq, event))
@@ -125,7 +129,7 @@ def build_log(nodes, steps):
 
     for index, (cpus, memory, partitions) in enumerate(nodes):
         append(node(f"n{index}", cpus, memory, partitions))
-    for kind, arg in steps:
+    for step, (kind, arg) in enumerate(steps):
         if kind == "submit":
             cpus, memory, partition, exclusive = arg
             append(submitted(cpus, memory, partition, exclusive))
@@ -135,7 +139,13 @@ def build_log(nodes, steps):
         elif kind == "cancel" and log:
             append(JobCancelRequested(job_id=log[arg % len(log)][0], requested_at=NOW))
         elif kind == "schedule":
-            for decision in fifo_first_fit(state, NOW):
+            decisions = fifo_first_fit(state, NOW)
+            for decision in decisions:
+                assume(state, decision)
+            if decisions and step < len(races):
+                target = decisions[races[step] % len(decisions)].job_id
+                append(JobCancelRequested(job_id=target, requested_at=NOW))
+            for decision in decisions:
                 append(decision)
     return state, log
 
@@ -191,30 +201,5 @@ def racing_histories(draw):
 @given(racing_histories())
 def test_the_live_state_equals_a_replay_of_the_log_it_wrote(history):
     """A restarted scheduler (replay) must decide as the live one would: same state."""
-    nodes, steps, races = history
-    live, log, seq = SchedulerState(), [], 0
-
-    def append(event):  # an event lands in the log, and the live scheduler reads it
-        nonlocal seq
-        seq += 1
-        log.append((seq, event))
-        evolve(live, seq, event)
-
-    for index, (cpus, memory, partitions) in enumerate(nodes):
-        append(node(f"n{index}", cpus, memory, partitions))
-    for step, (kind, arg) in enumerate(steps):
-        if kind == "submit":
-            append(submitted(*arg))
-        elif kind == "finish" and live.placed:
-            job_id = sorted(live.placed)[arg % len(live.placed)]
-            append(finished(job_id, live.placed[job_id].node))
-        elif kind == "schedule":
-            decisions = fifo_first_fit(live, NOW)
-            for decision in decisions:
-                assume(live, decision)
-            if decisions and step < len(races):  # a cancel request overtakes the decisions
-                target = decisions[races[step] % len(decisions)].job_id
-                append(JobCancelRequested(job_id=target, requested_at=NOW))
-            for decision in decisions:
-                append(decision)
+    live, log = build_log(*history)
     assert replay(log) == live
