@@ -32,4 +32,4 @@ bench *ARGS: install
 
 # Create, revoke or list API tokens of the running stack: ./just token create NAME --account A [--role user|admin]
 token *ARGS: install
-    "{{python}}" -m services.gateway.tokens {{ARGS}}
+    SCNS_ADMIN_TOKEN="${SCNS_ADMIN_TOKEN:-$(cat .scns/admin-token)}" "{{python}}" -m services.gateway.tokens {{ARGS}}

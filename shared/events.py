@@ -52,6 +52,9 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
 class JobSubmitted(Event, frozen=True, kw_only=True):
     spec: JobSpec
     submitted_at: datetime
+    # The gateway answers 503 if JetStream has not acked by then; a submission stored later
+    # (NATS hung, then resumed) is void, and the scheduler cancels it before it can run.
+    accept_until: datetime | None = None
 
 
 class JobCancelRequested(Event, frozen=True, kw_only=True):
@@ -72,6 +75,7 @@ class JobCancelled(Event, frozen=True, kw_only=True):
 
     job_id: int
     cancelled_at: datetime
+    reason: str = ""  # empty: its owner asked; else why the scheduler withdrew it
 
 
 class JobStarted(Event, frozen=True, kw_only=True):

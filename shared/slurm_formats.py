@@ -6,13 +6,14 @@ import re
 
 UNLIMITED_WORDS = frozenset({"UNLIMITED", "INFINITE"})
 
-_MEMORY = re.compile(r"^(\d+)([KMGT]?)$", re.IGNORECASE)
+_MEMORY = re.compile(r"^([0-9]+)([KMGT]?)$", re.IGNORECASE)
 _MEMORY_FACTOR_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 # D-H[:M[:S]] | H:M[:S] | M ; every part plain digits (no signs, no underscores).
-_DAYS = re.compile(r"^(\d+)-(\d+)(?::(\d+))?(?::(\d+))?$")
-_CLOCK = re.compile(r"^(\d+):(\d+)(?::(\d+))?$")
-_MINUTES = re.compile(r"^(\d+)$")
+_DAYS = re.compile(r"^([0-9]+)-([0-9]+)(?::([0-9]+))?(?::([0-9]+))?$")
+_CLOCK = re.compile(r"^([0-9]+):([0-9]+)(?::([0-9]+))?$")
+_MINUTES = re.compile(r"^([0-9]+)$")
+MAX_TIME_LIMIT_S = 365 * 86400  # longer is "UNLIMITED"; beyond it numbers stop fitting anywhere
 
 
 class FormatError(ValueError):
@@ -21,6 +22,13 @@ class FormatError(ValueError):
 
 def parse_time_limit(text: str) -> int:
     """Seconds of a Slurm time limit; 0 means no limit."""
+    seconds = _time_limit_seconds(text)
+    if seconds > MAX_TIME_LIMIT_S:
+        raise FormatError(f"time_limit {text!r} is longer than 365 days; use UNLIMITED for no limit")
+    return seconds
+
+
+def _time_limit_seconds(text: str) -> int:
     value = text.strip()
     if value.upper() in UNLIMITED_WORDS:
         return 0
@@ -68,10 +76,12 @@ def format_elapsed(seconds: float) -> str:
 
 
 def parse_memory_mb(text: str) -> int:
-    """Megabytes of a Slurm memory size (no suffix = megabytes); at least 1."""
+    """Megabytes of a Slurm memory size (no suffix = megabytes); at least 1 MB."""
     match = _MEMORY.match(text.strip())
     if not match:
         raise FormatError(f"memory {text!r} is not a number with an optional K, M, G or T suffix")
     megabytes = int(match[1]) * _MEMORY_FACTOR_MB[match[2].upper()]
-    return max(1, int(megabytes))
+    if megabytes < 1:
+        raise FormatError(f"memory {text!r} is less than 1M")
+    return int(megabytes)
 

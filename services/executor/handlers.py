@@ -223,7 +223,7 @@ class Executor:
         try:
             try:
                 process = await self._spawn(job_id, spec)
-            except OSError as error:
+            except (OSError, ValueError) as error:  # a path or an environment the OS will not take
                 result = Outcome("FAILED", "127:0", f"Could not start the job: {error}")
             else:
                 started_at = self.clock()

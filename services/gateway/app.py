@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 NODES_READY_TIMEOUT_S = 10.0
-PUBLISH_TIMEOUT_S = 3.0
+PUBLISH_TIMEOUT_S = 3.0  # then 503; a submission stored later is withdrawn (JobSubmitted.accept_until)
 HEALTH_TIMEOUT_S = 2.0
 MAX_PROJECTION_LAG = 10_000  # events; beyond this /health says the read model is behind
 DASHBOARD_JOBS = 20
@@ -145,8 +145,9 @@ async def submit(request: Request) -> Response:
         raise DependencyDown("NATS (event log): the node directory has not been read yet") from None
     spec = to_spec(body, gateway.nodes.partitions(), gateway.settings.roots())
     key = request.headers.get("idempotency-key")
-    job_id = await gateway.publish(JobSubmitted(spec=spec, submitted_at=utcnow()),
-                                   f"submit:{spec.account}:{key}" if key else None)
+    now = utcnow()
+    submitted = JobSubmitted(spec=spec, submitted_at=now, accept_until=now + timedelta(seconds=PUBLISH_TIMEOUT_S))
+    job_id = await gateway.publish(submitted, f"submit:{spec.account}:{key}" if key else None)
     return json_response(wire.SubmitResponse(job_id=str(job_id)), 201)
 
 

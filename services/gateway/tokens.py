@@ -4,7 +4,8 @@
     python -m services.gateway.tokens revoke NAME
     python -m services.gateway.tokens list
 
-NATS is found through NATS_URL (as every service finds it). `./just token ...` runs this.
+NATS is found through NATS_URL and the signing key is the bootstrap admin token
+(SCNS_ADMIN_TOKEN), as the gateway has them. `./just token ...` runs this against `up`'s stack.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ async def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     events = await JetStreamEventLog.connect(settings.nats_url, "scns-tokens", retry_for=5)
     try:
-        store = await NatsTokenStore.open(events.js, "", settings.stream_replicas)
+        if not settings.admin_token:
+            print("tokens: set SCNS_ADMIN_TOKEN (tokens are signed with it)", file=sys.stderr)
+            return 2
+        store = await NatsTokenStore.open(events.js, settings.admin_token, settings.stream_replicas)
         if args.command == "create":
             if not TOKEN_NAME.match(args.name):
                 print("tokens: a name is 1-64 letters, digits, '_' or '-'", file=sys.stderr)

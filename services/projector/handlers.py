@@ -36,9 +36,15 @@ class Projector:
         delay = 0.1
         while True:
             try:
-                await self.model.apply(batch)
+                try:
+                    await self.model.apply(batch)
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as error:
+                    log.error("a batch failed (%s); applying it event by event", error)
+                    await self.model.apply_one_by_one(batch)
                 return
-            except psycopg.Error as error:  # an outage, or a bug: keep the batch, retry, never skip
-                log.warning("read model update failed (%s); retrying in %.1f s", error, delay)
+            except psycopg.OperationalError as error:  # an outage: keep the batch and wait
+                log.warning("read model unavailable (%s); retrying in %.1f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -58,7 +58,7 @@ class Scheduler:
             delivered = decode_message(msg)
             seq = msg.metadata.sequence.stream
             if delivered is not None:
-                evolve(self.state, seq, delivered.event)
+                evolve(self.state, seq, delivered.event, delivered.stored_at)
             else:
                 self.state.last_seq = seq
             if not self.caught_up.is_set() and seq >= target:

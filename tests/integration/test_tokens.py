@@ -1,7 +1,10 @@
+from datetime import datetime, timezone
+
+import msgspec
 import pytest
 
-from services.gateway.adapters.tokens import NatsTokenStore, TokenNameTaken
-from services.gateway.core.auth import NotAuthenticated, Principal
+from services.gateway.adapters.tokens import NatsTokenStore, TokenNameTaken, TokenRecord
+from services.gateway.core.auth import NotAuthenticated, Principal, token_hash
 
 pytestmark = pytest.mark.integration
 
@@ -17,8 +20,9 @@ async def store(event_log):
 
 async def test_tokens_are_kept_only_as_hashes(store):
     _, token = await store.create("alice", "acct-a", "user")
-    stored = [(await store.kv.get(key)).value for key in await store.kv.keys()]
-    assert stored and all(token.encode() not in value for value in stored)
+    keys = await store.kv.keys()
+    stored = [key.encode() + (await store.kv.get(key)).value for key in keys]
+    assert stored and all(token.encode() not in entry for entry in stored)
     assert await store.authenticate(token) == Principal("alice", "acct-a", "user")
 
 
@@ -37,3 +41,14 @@ async def test_names_are_unique_and_listed_without_secrets(store):
     with pytest.raises(TokenNameTaken):
         await store.create("carol", "acct-c", "user")
     assert [(r.name, r.account, r.role) for r in await store.list()] == [("carol", "acct-c", "admin")]
+
+
+async def test_a_record_written_to_nats_by_someone_else_is_not_a_token(store, event_log):
+    """A job can reach NATS (until issue 6): a record it writes, unsigned, must not authenticate."""
+    forged_secret = "forged-secret"
+    forged = TokenRecord(name="forged", account="*", role="admin", hash=token_hash(forged_secret),
+                         created_at=datetime.now(timezone.utc))
+    await store.kv.put(f"h.{forged.hash}", msgspec.json.encode(forged))
+    with pytest.raises(NotAuthenticated):
+        await store.authenticate(forged_secret)
+    assert "forged" not in [r.name for r in await store.list()]

@@ -1,12 +1,12 @@
 """The fold and the FIFO + First Fit policy, by example and by property."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.scheduler.core.policy import fifo_first_fit
-from services.scheduler.core.state import SchedulerState, assume, evolve, replay
+from services.scheduler.core.state import LATE_SUBMISSION, SchedulerState, assume, evolve, replay
 from shared.events import (
     JobAllocated,
     JobCancelled,
@@ -84,6 +84,15 @@ def test_down_nodes_get_nothing_and_cancel_of_a_pending_job_is_decided_here():
                     (4, JobCancelRequested(job_id=3, requested_at=NOW))])
     assert run_policy(state) == [JobCancelled(job_id=3, cancelled_at=NOW)]
     assert state.pending(3) is None and run_policy(state) == []
+
+
+def test_a_submission_stored_after_its_gateway_gave_up_is_withdrawn_before_it_runs():
+    late = JobSubmitted(spec=submitted().spec, submitted_at=NOW, accept_until=NOW + timedelta(seconds=3))
+    on_time = JobSubmitted(spec=submitted().spec, submitted_at=NOW, accept_until=NOW + timedelta(seconds=3))
+    state = replay([(1, node("n1")), (2, late, NOW + timedelta(seconds=9)), (3, on_time, NOW + timedelta(seconds=2))])
+    decisions = run_policy(state)
+    assert decisions[0] == JobCancelled(job_id=2, cancelled_at=NOW, reason=LATE_SUBMISSION)
+    assert [d.job_id for d in decisions[1:]] == [3]
 
 
 def test_a_decision_read_back_from_the_log_changes_nothing():

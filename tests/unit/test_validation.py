@@ -60,6 +60,28 @@ def test_unknown_partition_lists_the_known_ones():
 
 def test_job_id_path_parameter():
     assert parse_job_id("1001") == 1001
-    for bad in ("abc", "-1", "1.5", "１"):
+    assert parse_job_id("-1") == -1  # an integer, as the original took it: then simply not found
+    for bad in ("abc", "1.5", "１", "٣", "9" * 19):
         with pytest.raises(RequestInvalid):
             parse_job_id(bad)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("name", "a\x00b"), ("account", "\x00"), ("standard_output", "o\x00"), ("current_working_directory", "/jobs/\x00"),
+    ("time_limit", "99999999999999999999999"), ("time_limit", "٣٠"), ("memory_per_node", "0"),
+])
+def test_what_no_later_stage_could_take_is_refused_here(field, value):
+    errors = errors_of(body(**{field: value}))
+    assert any(e["loc"][2] == field for e in errors), errors
+
+
+@pytest.mark.parametrize("environment", [{"A=B": "x"}, {"": "x"}, {"1X": "x"}, {"V": "a\x00b"}])
+def test_environment_names_and_values_the_os_would_refuse(environment):
+    (error,) = errors_of(body(environment=environment))
+    assert error["loc"] == ["body", "job", "environment", next(iter(environment))]
+
+
+def test_deeply_nested_json_is_a_422_not_a_crash():
+    with pytest.raises(RequestInvalid) as caught:
+        decode_submit(b"[" * 100_000)
+    assert caught.value.errors[0]["type"] == "json_invalid"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,7 @@ from services.gateway.core.views import JobRecord, NodeRecord
 from services.gateway.errors import DependencyDown
 
 JOB_COLUMNS = ", ".join(JobRecord.__struct_fields__)
-READ_MODEL_TIMEOUT_S = 2.0  # a query waits this long for a connection, then answers 503
+READ_MODEL_TIMEOUT_S = 2.0  # a read (connection and query) takes at most this long, else 503
 NODE_COLUMNS = ", ".join(NodeRecord.__struct_fields__)
 
 
@@ -23,9 +24,12 @@ class PostgresJobView:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A connection for one read; the whole read is bounded, so a hung server gives a 503."""
         try:
-            async with self.pool.connection(timeout=READ_MODEL_TIMEOUT_S) as conn:
+            async with asyncio.timeout(READ_MODEL_TIMEOUT_S), self.pool.connection() as conn:
                 yield conn
+        except TimeoutError as error:
+            raise DependencyDown("PostgreSQL (read model) did not answer in time") from error
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise DependencyDown(f"PostgreSQL (read model) is unavailable: {error}") from error
         except psycopg.errors.UndefinedTable as error:

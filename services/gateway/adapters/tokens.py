@@ -2,12 +2,16 @@
 revoked token stops working at once, on every gateway.
 
 Keys: `h.<sha256>` holds the token's record, `n.<name>` the hash (names are unique). The
-bootstrap admin token comes from the settings (`SCNS_ADMIN_TOKEN`), not from the bucket.
+bootstrap admin token comes from the settings (`SCNS_ADMIN_TOKEN`), not from the bucket, and
+keys an HMAC that signs every record: whoever can write to NATS (until issue 6 locks NATS
+down, a job can) still cannot forge a token the gateway accepts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 import secrets
 from collections import OrderedDict
 from datetime import datetime, timezone
@@ -22,6 +26,8 @@ from nats.js.kv import KeyValue
 from services.gateway.core.auth import TOKEN_NAME, NotAuthenticated, Principal, token_hash
 from services.gateway.errors import DependencyDown
 
+log = logging.getLogger(__name__)
+
 BUCKET = "SCNS_TOKENS"
 RECENT_LIMIT = 10_000
 NATS_TROUBLE = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
@@ -34,9 +40,13 @@ class TokenRecord(msgspec.Struct, kw_only=True):
     role: str
     hash: str
     created_at: datetime
+    mac: str = ""  # HMAC-SHA256 of the fields above, keyed by the bootstrap admin token
 
     def principal(self) -> Principal:
         return Principal(self.name, self.account, self.role)
+
+    def signed_part(self) -> bytes:
+        return "\n".join((self.name, self.account, self.role, self.hash, self.created_at.isoformat())).encode()
 
 
 class TokenNameTaken(Exception):
@@ -48,6 +58,7 @@ class NatsTokenStore:
         self.kv = kv
         self.admin = Principal("admin", "*", "admin") if admin_token else None
         self._admin_token = admin_token.encode()
+        self._signing_key = hmac.new(self._admin_token, b"scns token records v1", hashlib.sha256).digest()
         # Tokens verified lately: used only while NATS cannot be asked (nothing can be revoked then).
         self._recent: OrderedDict[str, Principal] = OrderedDict()
 
@@ -74,7 +85,11 @@ class NatsTokenStore:
             if digest in self._recent:
                 return self._recent[digest]
             raise DependencyDown(f"NATS (token store) is unavailable: {error}") from error
-        principal = msgspec.json.decode(entry.value, type=TokenRecord).principal()
+        record = msgspec.json.decode(entry.value, type=TokenRecord)
+        if not self._signed(record):
+            log.warning("token record %r is not signed by this deployment's key: refused", record.name)
+            raise NotAuthenticated("Invalid or revoked token")
+        principal = record.principal()
         self._recent[digest] = principal
         self._recent.move_to_end(digest)
         while len(self._recent) > RECENT_LIMIT:
@@ -83,15 +98,24 @@ class NatsTokenStore:
 
     async def create(self, name: str, account: str, role: str) -> tuple[TokenRecord, str]:
         """A new token; the secret is returned once and only its hash is kept."""
+        if self.admin is None:
+            raise DependencyDown("tokens are signed with the admin token: set SCNS_ADMIN_TOKEN")
         token = secrets.token_urlsafe(32)
         record = TokenRecord(name=name, account=account, role=role, hash=token_hash(token),
                              created_at=datetime.now(timezone.utc))
+        record.mac = self._mac(record)
         try:
             await self.kv.create(f"n.{name}", record.hash.encode())
         except KeyWrongLastSequenceError:
             raise TokenNameTaken(f"a token named {name!r} exists; revoke it first") from None
         await self.kv.put(f"h.{record.hash}", msgspec.json.encode(record))
         return record, token
+
+    def _mac(self, record: TokenRecord) -> str:
+        return hmac.new(self._signing_key, record.signed_part(), hashlib.sha256).hexdigest()
+
+    def _signed(self, record: TokenRecord) -> bool:
+        return hmac.compare_digest(record.mac, self._mac(record))
 
     async def revoke(self, name: str) -> bool:
         if not TOKEN_NAME.match(name):
@@ -113,7 +137,9 @@ class NatsTokenStore:
         records = []
         for key in (key for key in keys if key.startswith("h.")):
             try:
-                records.append(msgspec.json.decode((await self.kv.get(key)).value, type=TokenRecord))
+                record = msgspec.json.decode((await self.kv.get(key)).value, type=TokenRecord)
             except KeyNotFoundError:
                 continue  # revoked meanwhile
+            if self._signed(record):
+                records.append(record)
         return sorted(records, key=lambda record: record.name)

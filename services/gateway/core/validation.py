@@ -38,7 +38,7 @@ class JobRequest(msgspec.Struct, kw_only=True):
     environment: dict[str, str] = {}
     ntasks_per_node: Annotated[int, Meta(ge=1)] = 1
     cpus_per_task: Annotated[int, Meta(ge=1)] = 1
-    memory_per_node: Annotated[str, Meta(max_length=20, pattern=r"^\d+[KMGTkmgt]?$")] = "1G"
+    memory_per_node: Annotated[str, Meta(max_length=20, pattern=r"^[0-9]+[KMGTkmgt]?$")] = "1G"
     exclusive: bool = False
 
 
@@ -76,6 +76,7 @@ def rule_error(loc: list, msg: str, value: Any) -> dict[str, Any]:
 
 
 _PATH = re.compile(r"`\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[[^\]]*\])*)`")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MISSING = re.compile(r"Object missing required field `([^`]+)`")
 # msgspec's messages, as FastAPI (pydantic 2) words them: (pattern, type, message template).
 _MESSAGES = [
@@ -132,6 +133,8 @@ def decode_body(body: bytes, kind: type[T]) -> T:
     """Bytes to a request type, or RequestInvalid in FastAPI's shape."""
     try:
         document = msgspec.json.decode(body)
+    except RecursionError:
+        raise RequestInvalid([error(["body"], "JSON decode error", {}, "json_invalid")]) from None
     except msgspec.DecodeError as exc:
         position = re.search(r"byte (\d+)", str(exc))
         loc = ["body", int(position[1])] if position else ["body"]
@@ -185,6 +188,12 @@ def to_spec(
                 f"{job.memory_per_node} is more than the largest node of partition {job.partition!r} has "
                 f"({capacity.max_memory_mb} MB)", job.memory_per_node))
 
+    for field in ("account", "name", "partition", "current_working_directory", "standard_output", "standard_error"):
+        if "\x00" in getattr(job, field):
+            errors.append(rule_error(["body", "job", field], "must not contain a NUL character", getattr(job, field)))
+    if errors:
+        raise RequestInvalid(errors)  # nothing below may see a NUL (paths, the database)
+
     cwd = job.current_working_directory
     if not posixpath.isabs(cwd):
         errors.append(rule_error(["body", "job", "current_working_directory"], "must be an absolute path", cwd))
@@ -198,12 +207,19 @@ def to_spec(
                 errors.append(rule_error(["body", "job", field],
                                          f"must resolve inside the job roots: {':'.join(job_roots)}", path))
 
+    for name, value in job.environment.items():
+        if not _ENV_NAME.match(name) or "\x00" in value:
+            errors.append(rule_error(["body", "job", "environment", name],
+                                     "names are letters, digits and '_' (not first a digit); values have no NUL",
+                                     value))
     if len(job.environment) > MAX_ENV_ENTRIES:
         errors.append(rule_error(["body", "job", "environment"], f"at most {MAX_ENV_ENTRIES} entries", None))
     elif sum(len(k.encode()) + len(v.encode()) for k, v in job.environment.items()) > MAX_ENV_BYTES:
         errors.append(rule_error(["body", "job", "environment"], "at most 128 KiB in all", None))
 
-    if not request.script.strip():
+    if "\x00" in request.script:
+        errors.append(rule_error(["body", "script"], "must not contain a NUL character", None))
+    elif not request.script.strip():
         errors.append(rule_error(["body", "script"], "the script is blank", request.script))
     elif len(request.script.encode()) > MAX_SCRIPT_BYTES:
         errors.append(rule_error(["body", "script"], "the script is larger than 1 MiB", None))
@@ -249,7 +265,8 @@ def parse_listing(params: dict[str, str]) -> Listing:
 
 
 def parse_job_id(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
+    """A job id from the path; an integer that cannot be a job (0, negative) is simply not found."""
+    if re.fullmatch(r"-?[0-9]{1,18}", text) is None:
         raise RequestInvalid([error(["path", "job_id"], "Input should be a valid integer, unable to parse string "
                                     "as an integer", text, "int_parsing")])
     return int(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from services.projector.core.statements import statements
@@ -48,6 +49,12 @@ create table if not exists nodes (
     allocated_memory_mb bigint not null default 0,
     registered_at timestamptz not null
 );
+create table if not exists projection_failures (
+    seq bigint primary key,
+    event_type text not null,
+    error text not null,
+    failed_at timestamptz not null default now()
+);
 create table if not exists projection (
     id int primary key default 1 check (id = 1),
     last_seq bigint not null
@@ -70,6 +77,26 @@ class PostgresReadModel:
         async with self.pool.connection() as conn:
             row = await (await conn.execute("select last_seq from projection where id = 1")).fetchone()
             return row[0] if row else 0
+
+    async def apply_one_by_one(self, batch: Sequence[tuple[int, AnyEvent | None]]) -> int:
+        """Apply a batch that failed as a whole, one event per transaction: an event the read model
+        cannot take (a bug, or data no validation foresaw) is recorded in projection_failures and
+        passed over, instead of holding up every event after it."""
+        position = 0
+        for item in batch:
+            try:
+                position = await self.apply([item])
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as error:
+                seq, event = item
+                async with self.pool.connection() as conn, conn.transaction():
+                    await conn.execute(
+                        "insert into projection_failures (seq, event_type, error) values (%s, %s, %s)"
+                        " on conflict (seq) do nothing", (seq, type(event).__name__, str(error)))
+                    await conn.execute("update projection set last_seq = greatest(last_seq, %s) where id = 1", (seq,))
+                position = seq
+        return position
 
     async def apply(self, batch: Sequence[tuple[int, AnyEvent | None]]) -> int:
         """Apply the events above the stored position, and store the new one, in one transaction.

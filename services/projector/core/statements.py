@@ -46,9 +46,9 @@ def statements(seq: int, event: AnyEvent) -> list[Statement]:
                 (f"update jobs set node = %s, allocated_cpus = %s, allocated_memory_mb = %s"
                  f" where job_id = %s and {NOT_TERMINAL}", (node, cpus, memory_mb, job_id)),
             ]
-        case JobCancelled(job_id=job_id, cancelled_at=at):
-            return [(f"update jobs set state = 'CANCELLED', exit_code = '0:0', end_time = %s"
-                     f" where job_id = %s and {NOT_TERMINAL}", (at, job_id))]
+        case JobCancelled(job_id=job_id, cancelled_at=at, reason=reason):
+            return [(f"update jobs set state = 'CANCELLED', exit_code = '0:0', end_time = %s, error_msg = %s"
+                     f" where job_id = %s and {NOT_TERMINAL}", (at, reason or None, job_id))]
         case JobStarted(job_id=job_id, started_at=at):
             return [("update jobs set state = 'RUNNING', start_time = %s where job_id = %s and state = 'PENDING'",
                      (at, job_id))]

@@ -42,7 +42,8 @@ def fits(node: Node, job: PendingJob, planned: _Planned) -> bool:
 
 
 def cancellations(state: SchedulerState, now: datetime) -> list[Decision]:
-    return [JobCancelled(job_id=job_id, cancelled_at=now) for job_id in sorted(state.cancel_requested)]
+    return [JobCancelled(job_id=job_id, cancelled_at=now, reason=reason)
+            for job_id, reason in sorted(state.cancel_requested.items())]
 
 
 def fifo_first_fit(state: SchedulerState, now: datetime) -> list[Decision]:

@@ -1,6 +1,6 @@
 """The scheduler's view of the cluster, folded from the event log (pure: no I/O, no clock).
 
-`evolve(state, seq, event)` applies one event at its stream sequence; `replay` is the left
+`evolve(state, seq, event, stored_at)` applies one event at its stream sequence; `replay` is the left
 fold. The state is mutated in place and returned: a copy per event would make replaying a
 long log quadratic. Every case is idempotent, so the scheduler may apply its own decisions
 at once ("state plus the plan so far") and again when they come back from the log.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import reduce
 
 from shared.events import (
@@ -67,7 +68,8 @@ class SchedulerState:
     # partition -> job id -> job, in submission order (ids increase with the stream sequence).
     queues: dict[str, dict[int, PendingJob]] = field(default_factory=dict)
     placed: dict[int, Placement] = field(default_factory=dict)
-    cancel_requested: set[int] = field(default_factory=set)
+    # job id -> why it is to be cancelled before it starts ("" when its owner asked)
+    cancel_requested: dict[int, str] = field(default_factory=dict)
     last_seq: int = 0
 
     def pending(self, job_id: int) -> PendingJob | None:
@@ -83,19 +85,25 @@ class SchedulerState:
         return None
 
 
-def evolve(state: SchedulerState, seq: int, event: AnyEvent) -> SchedulerState:
+LATE_SUBMISSION = "The submission reached the log after the gateway had answered 503: withdrawn"
+
+
+def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime | None = None) -> SchedulerState:
+    """Apply one event, stored in the log at `seq` (at time `stored_at`, when known)."""
     match event:
-        case JobSubmitted(spec=spec):
+        case JobSubmitted(spec=spec, accept_until=accept_until):
             if seq > state.last_seq:
                 state.queues.setdefault(spec.partition, {})[seq] = PendingJob(
                     seq, spec.partition, spec.cpus, spec.memory_mb, spec.exclusive
                 )
+                if accept_until is not None and stored_at is not None and stored_at > accept_until:
+                    state.cancel_requested[seq] = LATE_SUBMISSION
         case JobCancelRequested(job_id=job_id):
             if state.pending(job_id) is not None:
-                state.cancel_requested.add(job_id)
+                state.cancel_requested.setdefault(job_id, "")
         case JobAllocated(job_id=job_id, node=name, cpus=cpus, memory_mb=memory_mb):
             # Placed: a cancel request is now its executor's to carry out, not ours.
-            state.cancel_requested.discard(job_id)
+            state.cancel_requested.pop(job_id, None)
             if state._dequeue(job_id) is not None:
                 state.placed[job_id] = Placement(name, cpus, memory_mb)
                 if node := state.nodes.get(name):
@@ -104,10 +112,10 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent) -> SchedulerState:
                     node.jobs.add(job_id)
         case JobCancelled(job_id=job_id):
             state._dequeue(job_id)
-            state.cancel_requested.discard(job_id)
+            state.cancel_requested.pop(job_id, None)
         case JobFinished(job_id=job_id):
             state._dequeue(job_id)
-            state.cancel_requested.discard(job_id)
+            state.cancel_requested.pop(job_id, None)
             if (placement := state.placed.pop(job_id, None)) and (node := state.nodes.get(placement.node)):
                 node.used_cpus -= placement.cpus
                 node.used_memory_mb -= placement.memory_mb
@@ -126,7 +134,8 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent) -> SchedulerState:
     return state
 
 
-def replay(events: Iterable[tuple[int, AnyEvent]], state: SchedulerState | None = None) -> SchedulerState:
+def replay(events: Iterable[tuple], state: SchedulerState | None = None) -> SchedulerState:
+    """Fold (seq, event) or (seq, event, stored_at) items."""
     return reduce(lambda acc, item: evolve(acc, *item), events, state or SchedulerState())
 
 
