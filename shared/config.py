@@ -24,6 +24,7 @@ class Settings(msgspec.Struct, kw_only=True):
     api_port: int = 8000
     admin_token: str = ""  # the bootstrap admin token; others are created through /admin/tokens
     auth_disabled: bool = False  # allowed only when the gateway listens on loopback
+    projection_stall_seconds: float = 30.0  # /health: the read model behind and not moving for this long
     # Executor node
     node_name: str = ""
     total_cpus: int = 0  # 0: this machine's CPU count
@@ -62,6 +63,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "api_port": ("API_PORT",),
     "admin_token": ("SCNS_ADMIN_TOKEN",),
     "auth_disabled": ("AUTH_DISABLED",),
+    "projection_stall_seconds": ("PROJECTION_STALL_SECONDS",),
     "node_name": ("NODE_NAME",),
     "total_cpus": ("TOTAL_CPUS",),
     "total_memory_mb": ("TOTAL_MEMORY_MB",),

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.embedded import (
@@ -47,6 +47,7 @@ class StackConfig:
     total_cpus: int = 0
     total_memory_mb: int = 0
     kill_grace_seconds: float = 10.0
+    extra_env: dict[str, str] = field(default_factory=dict)  # more settings for every service
 
     @property
     def api_url(self) -> str:
@@ -111,6 +112,7 @@ class Stack:
             "EXECUTOR_STATE_DIR": str(config.home / "executor"),
             "KILL_GRACE_SECONDS": str(config.kill_grace_seconds),
             "PYTHONUNBUFFERED": "1",
+            **config.extra_env,
         }
 
     def start(self) -> Stack:

@@ -40,6 +40,7 @@ from services.gateway.core.auth import (
     require_admin,
     visible_account,
 )
+from services.gateway.core.health import ProjectionWatch
 from services.gateway.core.openapi import openapi_document
 from services.gateway.core.validation import (
     RequestInvalid,
@@ -79,6 +80,7 @@ class Gateway:
     logs: NatsLogReader
     nodes: NodeDirectory
     tokens: NatsTokenStore
+    projection: ProjectionWatch
 
     async def job(self, job_id: int) -> JobRecord:
         if (record := await self.jobs.job(job_id)) is not None:
@@ -226,9 +228,7 @@ async def health(request: Request) -> Response:
         position = await asyncio.wait_for(gateway.jobs.position(), HEALTH_TIMEOUT_S)
         checks["postgresql"] = "ok"
         if last_seq is not None:
-            lag = max(0, last_seq - position)
-            checks["projection"] = (f"ok: {lag} events behind" if lag <= MAX_PROJECTION_LAG
-                                    else f"lagging: {lag} events behind the log")
+            _, checks["projection"] = gateway.projection.check(last_seq, position, time.monotonic())
     except (DependencyDown, asyncio.TimeoutError) as error:
         checks["postgresql"] = str(error) or "PostgreSQL (read model) did not answer in time"
     healthy = all(value.startswith("ok") for value in checks.values()) and "projection" in checks
@@ -391,7 +391,9 @@ def create_app(settings: Settings) -> Litestar:
         tokens = await NatsTokenStore.open(events.js, settings.admin_token, settings.stream_replicas)
         nodes = NodeDirectory()
         follower = asyncio.create_task(nodes.follow(events))
-        app.state.gateway = Gateway(settings, events, PostgresJobView(pool), NatsLogReader(events.nc), nodes, tokens)
+        projection = ProjectionWatch(settings.projection_stall_seconds, MAX_PROJECTION_LAG)
+        app.state.gateway = Gateway(settings, events, PostgresJobView(pool), NatsLogReader(events.nc), nodes, tokens,
+                                    projection)
         app.state.openapi = msgspec.json.encode(openapi_document(VERSION))
         try:
             yield

@@ -100,6 +100,9 @@ async def test_a_user_sees_and_touches_only_its_own_account(api, stack, user_api
     listed = (await bob.get("/jobs")).json()["jobs"]
     assert all(j["account"] == "acct-bob" for j in listed)
     assert (await bob.get("/admin/tokens")).status_code == 403
+    bobs_view = (await bob.get("/dashboard")).json()
+    assert all(j["account"] == "acct-bob" for j in bobs_view["running_jobs"] + bobs_view["pending_jobs"])
+    assert bobs_view["job_stats"]["total"] == len(listed)  # only bob's jobs are counted
     # An admin may do everything.
     assert (await api.get(f"/jobs/query/{theirs}")).json()["job_log"]["stdout"] == "alice-secret\n"
 
@@ -304,10 +307,12 @@ async def test_large_logs_show_the_tail_with_the_marker_and_bad_utf8_is_replaced
 
 
 async def test_path_parameter_must_be_an_integer(api):
-    for bad in ("abc", "-1", "1.0"):
+    for bad in ("abc", "1.0", "1e3"):
         response = await api.get(f"/jobs/query/{bad}")
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["path", "job_id"]
+    for no_such in ("-1", "0"):  # integers, as the original's int parameter: not found
+        assert (await api.get(f"/jobs/query/{no_such}")).status_code == 404
 
 
 # ---- cancel ---------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def spec(cwd: str = "/w", script: str = "true", **fields) -> JobSpec:
-    return JobSpec(account="acct", name="job", partition="default", cwd=cwd, stdout="out-%j", stderr="err-%j",
-                   script=script, time_limit_s=0, **fields)
+    fields = {"account": "acct", "name": "job", "partition": "default", "stdout": "out-%j", "stderr": "err-%j",
+              "time_limit_s": 0, **fields}
+    return JobSpec(cwd=cwd, script=script, **fields)
 
 
 def node(name: str = "n1", cpus: int = 2, memory_mb: int = 4096) -> NodeRegistered:

@@ -83,3 +83,20 @@ async def test_projector_follows_the_log_and_resumes_from_its_position(event_log
 async def _at(model, seq):
     return await model.position() >= seq
 
+
+
+async def test_an_event_the_read_model_cannot_take_is_set_aside_not_blocking(event_log, read_model):
+    """Data no validation foresaw (here a NUL, which PostgreSQL text refuses) must not stall the
+    projection of every event after it."""
+    poison = JobSubmitted(spec=spec(name="bad\x00name"), submitted_at=NOW)
+    for event in (node("n1"), poison, JobSubmitted(spec=spec(), submitted_at=NOW)):
+        await event_log.publish(event)
+    task = asyncio.create_task(Projector(event_log, read_model).follow_log())
+    try:
+        await eventually(lambda: _at(read_model, 3), what="the projection past the poison event")
+    finally:
+        task.cancel()
+    async with read_model.pool.connection() as conn:
+        failures = await (await conn.execute("select seq, event_type from projection_failures")).fetchall()
+        jobs = await (await conn.execute("select job_id from jobs")).fetchall()
+    assert failures == [(2, "JobSubmitted")] and jobs == [(3,)]
