@@ -16,3 +16,18 @@ class LogReply(msgspec.Struct, kw_only=True):
     stdout: str = ""
     stderr: str = ""
     error: str | None = None
+
+
+REBUILD_SUBJECT = "scnsctl.projector.rebuild"
+
+
+class RebuildReport(msgspec.Struct, kw_only=True):
+    """What a rebuild of the read model did (`error` set when it failed)."""
+
+    events: int = 0
+    seconds: float = 0.0
+    events_per_second: float = 0.0
+    position: int = 0
+    checksum: str = ""
+    equal_to_live: bool | None = None  # None: there was no live model to compare with
+    error: str | None = None

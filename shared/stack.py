@@ -175,8 +175,9 @@ class Stack:
         import psycopg
 
         with psycopg.connect(self.postgres.dsn(), connect_timeout=2) as conn:
-            row = conn.execute("select count(*) from information_schema.tables where table_name = 'nodes'").fetchone()
-            return bool(row[0]) and bool(conn.execute("select count(*) from nodes where state = 'UP'").fetchone()[0])
+            row = conn.execute("select count(*) from information_schema.tables"
+                               " where table_schema = 'scns' and table_name = 'nodes'").fetchone()
+            return bool(row[0]) and bool(conn.execute("select count(*) from scns.nodes where state = 'UP'").fetchone()[0])
 
     def check_alive(self) -> None:
         for name, process in self.services.items():

@@ -54,12 +54,15 @@ from services.gateway.core.validation import (
 from services.gateway.core.views import JobRecord, pending_reason, query_response
 from services.gateway.errors import DependencyDown, JobNotFound
 from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog
+from shared.rpc import REBUILD_SUBJECT, RebuildReport
 from shared.config import Settings
 from shared.events import TERMINAL_STATES, Event, JobCancelRequested, JobSubmitted, job_subjects
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
+LIVE_SCHEMA = "scns"  # the projector's read model (it owns the schema; we only read it)
+REBUILD_TIMEOUT_S = 3600.0
 NODES_READY_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 3.0  # then 503; a submission stored later is withdrawn (JobSubmitted.accept_until)
 HEALTH_TIMEOUT_S = 2.0
@@ -272,6 +275,17 @@ async def revoke_token(request: Request, name: FromPath[str]) -> Response:
     return json_response(wire.CancelResponse(msg=f"token {name!r} revoked"))
 
 
+@post("/admin/rebuild", status_code=200)
+async def rebuild(request: Request) -> Response:
+    """Replay the whole log into a fresh read model and swap it in (queries go on meanwhile)."""
+    require_admin(principal_of(request))
+    gateway = gateway_of(request)
+    reply = await gateway.nats(gateway.events.nc.request(REBUILD_SUBJECT, b"", timeout=REBUILD_TIMEOUT_S),
+                               "projector")
+    report = msgspec.json.decode(reply.data, type=RebuildReport)
+    return json_response(report, 500 if report.error else 200)
+
+
 # ---- documentation -----------------------------------------------------------------------------
 
 DOCS_PAGE = """<!doctype html><html><head><title>SCNS-Conductor API</title><meta charset="utf-8"/>
@@ -386,7 +400,8 @@ def create_app(settings: Settings) -> Litestar:
         events = await JetStreamEventLog.connect(settings.nats_url, "scns-gateway", replicas=settings.stream_replicas)
         # Checked on checkout: after a PostgreSQL restart a stale connection is replaced, not used.
         pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=16, open=False,
-                                   check=AsyncConnectionPool.check_connection)
+                                   check=AsyncConnectionPool.check_connection,
+                                   kwargs={"options": f"-c search_path={LIVE_SCHEMA}"})
         await pool.open(wait=False)
         tokens = await NatsTokenStore.open(events.js, settings.admin_token, settings.stream_replicas)
         nodes = NodeDirectory()
@@ -404,7 +419,7 @@ def create_app(settings: Settings) -> Litestar:
 
     return Litestar(
         route_handlers=[submit, query, cancel, list_jobs, job_history, nodes, dashboard, health, root,
-                        create_token, list_tokens, revoke_token, openapi, docs, redoc],
+                        create_token, list_tokens, revoke_token, rebuild, openapi, docs, redoc],
         lifespan=[lifespan],
         before_request=authenticate,
         exception_handlers={

@@ -18,9 +18,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=4, open=False)
     await pool.open(wait=True, timeout=60)
     try:
-        model = PostgresReadModel(pool)
-        await model.migrate()
-        await until_stopped(stop, Projector(events, model).follow_log())
+        await until_stopped(stop, Projector(events, PostgresReadModel(pool)).run())
     finally:
         await pool.close()
         await events.close()

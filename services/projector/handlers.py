@@ -1,48 +1,143 @@
-"""The projector's loop: read the log from the stored position on, apply it in batches."""
+"""The projector: read the log from the stored position on, apply it in batches; rebuild on demand.
+
+A rebuild replays the whole log into a fresh schema while the live read model keeps answering
+queries, compares the two at the same log position (their checksums must be equal), catches the
+fresh one up to the tip and swaps it in. The live loop pauses meanwhile: queries are answered
+from the live model, a little behind, and never from a half-built one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+import msgspec
 import psycopg
 
 from services.projector.adapters.postgres import PostgresReadModel
 from shared.bus import JetStreamEventLog, decode_message
 from shared.events import AnyEvent
+from shared.rpc import REBUILD_SUBJECT, RebuildReport
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+REBUILD_BATCH = 2000
+REBUILD_SCHEMA = "scns_rebuild"
+
+Batch = list[tuple[int, AnyEvent | None]]
 
 
 class Projector:
     def __init__(self, events: JetStreamEventLog, model: PostgresReadModel) -> None:
         self.events = events
         self.model = model
+        self._rebuilding = asyncio.Lock()
+        self._live: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        """The live loop, a rebuild first when the schema is of another version, and rebuild requests."""
+        if not await self.model.migrate():
+            log.warning("the read model's schema is of another version: rebuilding it from the log")
+            await self.rebuild()
+
+        async def on_request(msg) -> None:
+            try:
+                report = await self.rebuild()
+                await msg.respond(msgspec.json.encode(report))
+            except Exception as error:  # the caller gets the reason; the projector goes on
+                log.exception("rebuild failed")
+                await msg.respond(msgspec.json.encode(RebuildReport(error=str(error))))
+
+        sub = await self.events.nc.subscribe(REBUILD_SUBJECT, cb=on_request)
+        try:
+            while True:
+                self._live = asyncio.create_task(self.follow_log())
+                await asyncio.wait([self._live])
+                if not self._live.cancelled():
+                    self._live.result()  # it failed: let the service stop with its error
+                async with self._rebuilding:  # a rebuild paused it: resume once the rebuild is done
+                    pass
+        finally:
+            if self._live:
+                self._live.cancel()
+            await sub.unsubscribe()
 
     async def follow_log(self) -> None:
         position = await self.model.position()
-        batch: list[tuple[int, AnyEvent | None]] = []
+        batch: Batch = []
         async for msg in self.events.replay(position + 1):
             delivered = decode_message(msg)
             batch.append((msg.metadata.sequence.stream, delivered.event if delivered else None))
             # Apply when the reader is at the tip, or the batch is full: batches grow under load.
             if msg.metadata.num_pending == 0 or len(batch) >= MAX_BATCH:
-                await self._apply_until_done(batch)
+                await self._apply_until_done(self.model, batch)
                 batch.clear()
 
-    async def _apply_until_done(self, batch: list[tuple[int, AnyEvent | None]]) -> None:
+    async def rebuild(self) -> RebuildReport:
+        async with self._rebuilding:
+            if self._live is not None and not self._live.done():
+                self._live.cancel()  # each batch is one transaction: a cancelled one rolls back
+                await asyncio.gather(self._live, return_exceptions=True)
+            started = time.monotonic()
+            fresh = PostgresReadModel(self.model.pool, REBUILD_SCHEMA)
+            await fresh.drop()
+            await fresh.migrate()
+            live_position = await self._position_if_current(self.model)
+            replayed = await self._replay_into(fresh, 1, live_position)
+            equal = None
+            if live_position:  # compare both at the same log position
+                equal = await fresh.checksum() == await self.model.checksum()
+                if not equal:
+                    log.error("the rebuilt read model differs from the live one at seq %d", live_position)
+            replayed += await self._replay_into(fresh, live_position + 1, await self.events.last_seq())
+            checksum = await fresh.checksum()
+            await fresh.replace(self.model)
+            seconds = time.monotonic() - started
+            log.info("read model rebuilt: %d events in %.1f s", replayed, seconds)
+            return RebuildReport(events=replayed, seconds=round(seconds, 3),
+                                 events_per_second=round(replayed / seconds, 1) if seconds else 0.0,
+                                 position=await fresh.position(), checksum=checksum, equal_to_live=equal)
+
+    @staticmethod
+    async def _position_if_current(model: PostgresReadModel) -> int:
+        """The live model's position, or 0 when it is missing or of another schema version."""
+        try:
+            return await model.position()
+        except psycopg.errors.UndefinedTable:
+            return 0
+
+    async def _replay_into(self, model: PostgresReadModel, start: int, until: int) -> int:
+        """Apply the log's events from `start` to `until` (inclusive) to `model`; how many."""
+        if until < start:
+            return 0
+        batch: Batch = []
+        count = 0
+        async for msg in self.events.replay(start):
+            seq = msg.metadata.sequence.stream
+            delivered = decode_message(msg)
+            batch.append((seq, delivered.event if delivered else None))
+            if len(batch) >= REBUILD_BATCH or seq >= until or msg.metadata.num_pending == 0:
+                await self._apply_until_done(model, batch)
+                count += len(batch)
+                batch.clear()
+            if seq >= until:
+                break
+        return count
+
+    @staticmethod
+    async def _apply_until_done(model: PostgresReadModel, batch: Batch) -> None:
         delay = 0.1
         while True:
             try:
                 try:
-                    await self.model.apply(batch)
+                    await model.apply(batch)
                 except psycopg.OperationalError:
                     raise
                 except psycopg.Error as error:
                     log.error("a batch failed (%s); applying it event by event", error)
-                    await self.model.apply_one_by_one(batch)
+                    await model.apply_one_by_one(batch)
                 return
             except psycopg.OperationalError as error:  # an outage: keep the batch and wait
                 log.warning("read model unavailable (%s); retrying in %.1f s", error, delay)

@@ -411,3 +411,19 @@ async def test_the_tokens_command_creates_and_revokes_tokens_the_api_accepts(api
     assert tokens("create", name, "--account", "x").returncode == 1  # names are unique
     assert tokens("revoke", name).returncode == 0
     assert (await api.get("/jobs", headers=headers)).status_code == 401
+
+
+async def test_rebuild_replays_the_log_into_an_equal_read_model_while_queries_go_on(api, stack):
+    job_id = await submit(api, job(stack, "echo before rebuild\n"))
+    await until_state(api, job_id, TERMINAL)
+    before = (await api.get("/jobs", params={"limit": 1000})).json()["jobs"]
+    report = (await api.post("/admin/rebuild", timeout=300)).json()
+    assert report["error"] is None and report["equal_to_live"] is True and report["events"] > 0
+    assert report["position"] >= int(job_id)
+    after = (await api.get("/jobs", params={"limit": 1000})).json()["jobs"]
+    assert after == before
+    assert (await api.get(f"/jobs/query/{job_id}")).json()["job_log"]["stdout"] == "before rebuild\n"
+    fresh = await submit(api, job(stack, "echo after rebuild\n"))  # the live projection goes on
+    assert (await until_state(api, fresh, TERMINAL))["state"] == "COMPLETED"
+    listed = (await api.get("/jobs", params={"limit": 1})).json()["jobs"]
+    assert listed[0]["job_id"] == fresh

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def read_model(database):
-    pool = AsyncConnectionPool(database, min_size=1, max_size=2, open=False)
+    pool = AsyncConnectionPool(database, min_size=1, max_size=2, open=False,
+                               kwargs={"options": "-c search_path=scns"})
     await pool.open()
     model = PostgresReadModel(pool)
     await model.migrate()
@@ -100,3 +101,30 @@ async def test_an_event_the_read_model_cannot_take_is_set_aside_not_blocking(eve
         failures = await (await conn.execute("select seq, event_type from projection_failures")).fetchall()
         jobs = await (await conn.execute("select job_id from jobs")).fetchall()
     assert failures == [(2, "JobSubmitted")] and jobs == [(3,)]
+
+
+async def test_rebuild_equals_the_live_model_and_a_new_schema_version_rebuilds_at_start(event_log, read_model):
+    for _, event in life_of_one_job():
+        await event_log.publish(event)
+    projector = Projector(event_log, read_model)
+    task = asyncio.create_task(projector.run())
+    try:
+        await eventually(lambda: _at(read_model, 4), what="the live projection")
+        live = await read_model.checksum()
+        report = await projector.rebuild()
+        assert (report.events, report.position, report.equal_to_live) == (4, 4, True)
+        assert await read_model.checksum() == live == report.checksum
+        await event_log.publish(JobFinished(job_id=2, node="n1", state="COMPLETED", exit_code="0:0", ended_at=NOW))
+        await eventually(lambda: _at(read_model, 5), what="the live projection resumed after the rebuild")
+    finally:
+        task.cancel()
+    # A model written by other code (another schema version) is rebuilt when the projector starts.
+    async with read_model.pool.connection() as conn:
+        await conn.execute("update projection set schema_version = -1, last_seq = 0")
+        await conn.execute("delete from jobs")
+    task = asyncio.create_task(Projector(event_log, read_model).run())
+    try:
+        await eventually(lambda: _at(read_model, 5), what="the rebuild at start")
+        assert await snapshot(read_model) == ([("COMPLETED", "n1", 3, "0:0")], [("n1", 0, "UP")])
+    finally:
+        task.cancel()

@@ -12,6 +12,7 @@ import msgspec
 
 from services.gateway.core import wire
 from services.gateway.core.validation import SubmitRequest, TokenRequest
+from shared.rpc import RebuildReport
 
 REF = "#/components/schemas/{name}"
 ERRORS = {
@@ -56,6 +57,8 @@ ROUTES: list[tuple[str, str, str, list[dict], type | None, str, type, tuple[str,
      ("401", "403", "409", "422", "503")),
     ("get", "/admin/tokens", "List API tokens, without secrets (admin)", [], None, "200", wire.TokenList,
      ("401", "403", "503")),
+    ("post", "/admin/rebuild", "Rebuild the read model from the event log (admin)", [], None, "200",
+     RebuildReport, ("401", "403", "500", "503")),
     ("delete", "/admin/tokens/{name}", "Revoke an API token (admin)", [
         {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
     ], None, "200", wire.CancelResponse, ("401", "403", "404", "503")),
@@ -75,6 +78,8 @@ def openapi_document(version: str) -> dict[str, Any]:
                 responses[code] = _response("Not found", wire.ErrorBody)
             elif code == "409":
                 responses[code] = _response("Conflict", wire.ErrorBody)
+            elif code == "500":
+                responses[code] = _response("The rebuild failed (the report says why)", RebuildReport)
             else:
                 description, error_type = ERRORS[code]
                 responses[code] = _response(description, error_type)

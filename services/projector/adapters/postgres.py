@@ -1,10 +1,17 @@
-"""The read model in PostgreSQL: its schema, and batches of events applied with their position."""
+"""The read model in PostgreSQL: its schema, and batches of events applied with their position.
+
+The read model lives in the schema `scns` (readers set `search_path` to it). A rebuild fills a
+fresh schema from the log and renames it into place in one transaction, so readers never see a
+half-built model. The schema's version is stored with it: code with another version rebuilds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from services.projector.core.statements import statements
@@ -57,26 +64,69 @@ create table if not exists projection_failures (
 );
 create table if not exists projection (
     id int primary key default 1 check (id = 1),
-    last_seq bigint not null
+    last_seq bigint not null,
+    schema_version int not null
 );
-insert into projection (id, last_seq) values (1, 0) on conflict (id) do nothing;
 """
+SCHEMA_VERSION = 1  # bump when SCHEMA or the statements change: the projector then rebuilds
+LIVE_SCHEMA = "scns"
+MIGRATION_LOCK = 7310
 
 
 class PostgresReadModel:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, schema: str = LIVE_SCHEMA) -> None:
         self.pool = pool
+        self.schema = schema
 
-    async def migrate(self) -> None:
-        async with self.pool.connection() as conn:
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(sql.SQL("set local search_path to {}").format(sql.Identifier(self.schema)))
+            yield conn
+
+    async def migrate(self) -> bool:
+        """Create the schema and tables if missing; False when they exist with another version."""
+        async with self.pool.connection() as conn, conn.transaction():
             # One migrator at a time, should two projectors start together.
-            await conn.execute("select pg_advisory_xact_lock(7310)")
+            await conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(self.schema)))
+            await conn.execute(sql.SQL("set local search_path to {}").format(sql.Identifier(self.schema)))
             await conn.execute(SCHEMA)
+            await conn.execute("insert into projection (id, last_seq, schema_version) values (1, 0, %s)"
+                               " on conflict (id) do nothing", (SCHEMA_VERSION,))
+            row = await (await conn.execute("select schema_version from projection where id = 1")).fetchone()
+            return row[0] == SCHEMA_VERSION
+
+    async def drop(self) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(self.schema)))
 
     async def position(self) -> int:
-        async with self.pool.connection() as conn:
+        async with self._transaction() as conn:
             row = await (await conn.execute("select last_seq from projection where id = 1")).fetchone()
             return row[0] if row else 0
+
+    async def checksum(self) -> str:
+        """A digest of every row the API reads: two models with equal digests answer alike."""
+        async with self._transaction() as conn:
+            row = await (await conn.execute(
+                "select md5(coalesce((select string_agg(j::text, '|' order by job_id) from jobs j), '')"
+                " || '#' || coalesce((select string_agg(n::text, '|' order by node_name) from nodes n), ''))"
+            )).fetchone()
+            return row[0]
+
+    async def replace(self, live: PostgresReadModel) -> None:
+        """Put this model in the place of `live`, in one transaction (readers see one or the other)."""
+        retired = f"{live.schema}_retired"
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(retired)))
+            await conn.execute(sql.SQL("alter schema {} rename to {}").format(
+                sql.Identifier(live.schema), sql.Identifier(retired)))
+            await conn.execute(sql.SQL("alter schema {} rename to {}").format(
+                sql.Identifier(self.schema), sql.Identifier(live.schema)))
+            await conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(retired)))
+        self.schema = live.schema
 
     async def apply_one_by_one(self, batch: Sequence[tuple[int, AnyEvent | None]]) -> int:
         """Apply a batch that failed as a whole, one event per transaction: an event the read model
@@ -90,7 +140,7 @@ class PostgresReadModel:
                 raise
             except psycopg.Error as error:
                 seq, event = item
-                async with self.pool.connection() as conn, conn.transaction():
+                async with self._transaction() as conn:
                     await conn.execute(
                         "insert into projection_failures (seq, event_type, error) values (%s, %s, %s)"
                         " on conflict (seq) do nothing", (seq, type(event).__name__, str(error)))
@@ -104,15 +154,15 @@ class PostgresReadModel:
         `None` stands for a message that is not an event: it only moves the position.
         Returns the position after the batch.
         """
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._transaction() as conn:
             row = await (await conn.execute("select last_seq from projection where id = 1 for update")).fetchone()
             position = row[0]
             async with conn.pipeline():
                 for seq, event in batch:
                     if seq <= position or event is None:
                         continue
-                    for sql, params in statements(seq, event):
-                        await conn.execute(sql, params)
+                    for statement, params in statements(seq, event):
+                        await conn.execute(statement, params)
             last = max([position, *(seq for seq, _ in batch)])
             await conn.execute("update projection set last_seq = %s where id = 1", (last,))
             return last
