@@ -21,11 +21,12 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from shared.events import STREAM, STREAM_SUBJECTS, AnyEvent, Event, decode, encode, subject_of
+from shared.events import STREAM, STREAM_SUBJECTS, AnyEvent, Event, TerminalEvent, decode, encode, end_of, subject_of
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
+WRONG_LAST_SEQUENCE = 10071  # JetStream's error code when an expected-last-sequence check fails
 REPLAY_INACTIVE_S = 60.0  # an abandoned reader's consumer disappears after this
 REPLAY_POLL_S = 5.0
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 2.0
@@ -117,13 +118,30 @@ class JetStreamEventLog:
                                     timeout=timeout)
         return ack.seq, bool(ack.duplicate)
 
-    async def publish_until_acked(self, event: Event, msg_id: str) -> int:
+    async def publish_end(self, event: TerminalEvent, msg_id: str) -> int | None:
+        """Publish a job's end unless it has one already: its sequence, or None when the job has
+        an end already (another's, or this very one when a retry follows a lost ack). JetStream
+        compares and sets, so the log holds exactly one end per job."""
+        headers = {
+            "Nats-Msg-Id": msg_id,
+            "Nats-Expected-Last-Subject-Sequence": "0",
+            "Nats-Expected-Last-Subject-Sequence-Subject": end_of(event.job_id),
+        }
+        try:
+            return await self.publish_until_acked(event, msg_id, headers)
+        except nats.js.errors.BadRequestError as error:
+            if error.err_code == WRONG_LAST_SEQUENCE:
+                return None
+            raise
+
+    async def publish_until_acked(self, event: Event, msg_id: str, headers: dict[str, str] | None = None) -> int:
         """Publish a service's decision, retrying through a NATS outage; the msg id makes retries safe."""
         delay = RETRY_MIN_S
         while True:
             try:
-                seq, _ = await self.publish(event, msg_id)
-                return seq
+                ack = await self.js.publish(subject_of(event), encode(event), stream=STREAM,
+                                            headers=headers or {"Nats-Msg-Id": msg_id})
+                return ack.seq
             except NATS_UNAVAILABLE as error:
                 log.warning("publish of %s failed (%s); retrying in %.1f s", type(event).__name__, error, delay)
                 await asyncio.sleep(delay)

@@ -100,6 +100,16 @@ class JobFinished(Event, frozen=True, kw_only=True):
     ended_at: datetime
 
 
+class JobLost(Event, frozen=True, kw_only=True):
+    """A job whose node was declared down while it held the job: NODE_FAIL (decided by the
+    scheduler, which cannot ask the node). Should the node come back, it kills the job."""
+
+    job_id: int
+    node: str
+    reason: str
+    lost_at: datetime
+
+
 class NodeRegistered(Event, frozen=True, kw_only=True):
     node: str
     cpus: int
@@ -115,7 +125,9 @@ class NodeDown(Event, frozen=True, kw_only=True):
     down_at: datetime
 
 
-JobEvent = JobSubmitted | JobCancelRequested | JobAllocated | JobCancelled | JobStarted | JobFinished
+JobEvent = JobSubmitted | JobCancelRequested | JobAllocated | JobCancelled | JobStarted | JobFinished | JobLost
+# A job's end: exactly one of these per job, enforced by JetStream (see `end_of`).
+TerminalEvent = JobCancelled | JobFinished | JobLost
 NodeEvent = NodeRegistered | NodeDown
 AnyEvent = JobEvent | NodeEvent
 
@@ -124,9 +136,11 @@ SUBJECTS: dict[type[Event], str] = {
     JobSubmitted: "scns.submit",
     JobCancelRequested: "scns.job.{job_id}.cancel_requested",
     JobAllocated: "scns.job.{job_id}.allocated.{node}",
-    JobCancelled: "scns.job.{job_id}.cancelled",
     JobStarted: "scns.job.{job_id}.started.{node}",
-    JobFinished: "scns.job.{job_id}.finished.{node}",
+    # The ends share the token "end": publishing one expects no message yet under scns.job.<id>.end.>
+    JobCancelled: "scns.job.{job_id}.end.cancelled",
+    JobFinished: "scns.job.{job_id}.end.finished.{node}",
+    JobLost: "scns.job.{job_id}.end.lost.{node}",
     NodeRegistered: "scns.node.{node}.registered",
     NodeDown: "scns.node.{node}.down",
 }
@@ -145,6 +159,11 @@ def subject_of(event: Event) -> str:
 def job_subjects(job_id: int) -> str:
     """The filter for every event of one job after its submission."""
     return f"scns.job.{job_id}.>"
+
+
+def end_of(job_id: int) -> str:
+    """The filter of a job's terminal event: at most one message is ever stored under it."""
+    return f"scns.job.{job_id}.end.>"
 
 
 def allocations_for(node: str) -> str:

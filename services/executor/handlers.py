@@ -33,6 +33,7 @@ from shared.events import (
     JobAllocated,
     JobCancelRequested,
     JobFinished,
+    JobLost,
     JobSpec,
     JobStarted,
     JobSubmitted,
@@ -40,13 +41,14 @@ from shared.events import (
     NodeRegistered,
     allocations_for,
     cancel_requests,
+    end_of,
 )
 from shared.paths import resolve_output_path, within_roots
 from shared.rpc import LogReply, LogRequest
 
 log = logging.getLogger(__name__)
 
-CONSUMER_VERSION = "v1"  # part of the durable name: a new filter gets a new consumer
+CONSUMER_VERSION = "v2"  # part of the durable name: a new filter gets a new consumer
 # An allocation is acked once its job has started (a few ms). One caught by a stopping
 # executor is delivered again after this; the journal makes that harmless.
 ALLOCATION_ACK_WAIT_S = 10
@@ -155,6 +157,7 @@ class Executor:
                 allocations_for(self.node.name),
                 cancel_requests(),
                 SUBJECTS[NodeDown].format(node=self.node.name),
+                SUBJECTS[JobLost].format(job_id="*", node=self.node.name),
             ],
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=ALLOCATION_ACK_WAIT_S,
@@ -195,6 +198,11 @@ class Executor:
             case NodeDown(node=node) if node == self.node.name:
                 log.warning("this node was declared down: registering again")
                 await self.register()
+            case JobLost(job_id=job_id) if job_id in self.running:
+                # Declared NODE_FAIL while this node was unreachable: end it; its own report of
+                # the end will be refused (the job has its end already), so nothing is said twice.
+                log.warning("job %d was declared lost while this node was away: killing it", job_id)
+                self.running[job_id].cancel.set()
 
     async def start(self, allocation: JobAllocated) -> None:
         job_id = allocation.job_id
@@ -215,7 +223,7 @@ class Executor:
         running.task = asyncio.create_task(self._run(job_id, submitted.event.spec, running))
 
     async def _already_finished(self, job_id: int) -> bool:
-        return await self.events.last_on(SUBJECTS[JobFinished].format(job_id=job_id, node=self.node.name)) is not None
+        return await self.events.last_on(end_of(job_id)) is not None
 
     async def _run(self, job_id: int, spec: JobSpec, running: RunningJob) -> None:
         """Run the job to its end and report that end: exactly once, whatever fails on the way."""
@@ -277,7 +285,9 @@ class Executor:
             job_id=job_id, node=self.node.name, state=result.state, exit_code=result.exit_code,
             error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(),
         )
-        await self.events.publish_until_acked(finished, f"finished:{job_id}")
+        if await self.events.publish_end(finished, f"finished:{job_id}") is None:
+            log.warning("job %d had its end already (declared lost?): this %s is not recorded", job_id,
+                        result.state)
         self._forget(job_id)
 
     def _forget(self, job_id: int) -> None:

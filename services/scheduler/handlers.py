@@ -28,8 +28,7 @@ def utcnow() -> datetime:
 
 
 def msg_id_of(decision: Decision) -> str:
-    kind = "alloc" if isinstance(decision, JobAllocated) else "cancelled"
-    return f"{kind}:{decision.job_id}"
+    return f"{type(decision).__name__}:{decision.job_id}"
 
 
 class Scheduler:
@@ -79,7 +78,10 @@ class Scheduler:
             assume(self.state, decision)
 
     async def publish(self, decision: Decision) -> None:
-        await self.events.publish_until_acked(decision, msg_id_of(decision))
+        if isinstance(decision, JobAllocated):
+            await self.events.publish_until_acked(decision, msg_id_of(decision))
+        elif await self.events.publish_end(decision, msg_id_of(decision)) is None:
+            log.info("job %d had ended already: %s not recorded", decision.job_id, type(decision).__name__)
 
     async def watch_heartbeats(self) -> None:
         async def on_heartbeat(msg) -> None:

@@ -13,7 +13,8 @@ def stack(scratch) -> Stack:
     """The whole stack, as `up` runs it, with a 2-CPU node and a short kill grace period."""
     config = StackConfig(home=scratch / "stack", nats_port=free_port(), pg_port=free_port(), api_port=free_port(),
                          total_cpus=2, total_memory_mb=8192, kill_grace_seconds=2.0,
-                         extra_env={"PROJECTION_STALL_SECONDS": "2"})
+                         extra_env={"PROJECTION_STALL_SECONDS": "2", "HEARTBEAT_SECONDS": "0.5",
+                                    "NODE_TIMEOUT_SECONDS": "3"})
     running = Stack(config).start()
     yield running
     running.stop()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
-from shared.events import JobAllocated, JobCancelled, JobFinished, JobStarted
+from shared.events import JobAllocated, JobCancelled, JobFinished, JobLost, JobStarted
 
 from ..conftest import eventually
 from ..integration.helpers import all_events, processes_with
@@ -127,6 +130,24 @@ async def test_restarts_of_every_part_with_jobs_in_flight_lose_nothing(api, stac
         assert (body["state"], body["job_log"]["stdout"]) == ("COMPLETED", "done\n"), body
     ends = [e.job_id for _, e in await all_events(log) if isinstance(e, (JobFinished, JobCancelled))]
     assert sorted(j for j in ends if str(j) in ids) == sorted(int(j) for j in ids)
+
+
+async def test_a_node_that_stops_answering_fails_its_jobs_once_and_kills_them_when_back(api, stack, log):
+    job_id = await submit(api, job(stack, "sleep 3061\n", time_limit="5"))
+    await until_state(api, job_id, {"RUNNING"})
+    os.kill(stack.services["executor"].pid, signal.SIGKILL)  # the node goes silent; its job runs on
+    body = await until_state(api, job_id, TERMINAL)
+    assert (body["state"], body["detail"]["exit_code"]) == ("NODE_FAIL", "0:9")
+    assert "stopped answering" in body["error_msg"]
+    (node,) = (await api.get("/nodes")).json()["nodes"]
+    assert node["state"] == "DOWN" and node["allocated_cpus"] == 0
+    stack.restart("executor")  # the node comes back: the job declared failed is killed, not reported
+    await eventually(lambda: not processes_with("3061"), what="the orphaned job to be killed")
+    ends = [e for _, e in await all_events(log) if getattr(e, "job_id", None) == int(job_id)
+            and isinstance(e, (JobFinished, JobLost, JobCancelled))]
+    assert [type(e).__name__ for e in ends] == ["JobLost"]
+    after = await submit(api, job(stack, "echo back\n"))
+    assert (await until_state(api, after, TERMINAL))["job_log"]["stdout"] == "back\n"
 
 
 async def test_logs_of_an_unreachable_node_are_empty_and_say_so(api, stack):

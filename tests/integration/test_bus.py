@@ -1,7 +1,7 @@
 import pytest
 
 from shared.bus import decode_message
-from shared.events import JobCancelRequested, JobSubmitted
+from shared.events import JobCancelRequested, JobFinished, JobLost, JobSubmitted
 
 from .helpers import NOW, spec
 
@@ -37,3 +37,15 @@ async def test_foreign_data_in_the_stream_is_skipped_not_fatal(event_log):
     async for msg in event_log.replay(1):
         assert decode_message(msg) is None
         break
+
+
+async def test_a_job_gets_one_end_only_whoever_writes_it(event_log):
+    finished = JobFinished(job_id=9, node="n1", state="COMPLETED", exit_code="0:0", ended_at=NOW)
+    lost = JobLost(job_id=9, node="n1", reason="gone", lost_at=NOW)
+    first = await event_log.publish_end(finished, "finished:9")
+    assert first is not None
+    assert await event_log.publish_end(finished, "finished:9") is None  # a retry: the end is there already
+    assert await event_log.publish_end(lost, "JobLost:9") is None  # a second, different end: refused
+    assert await event_log.publish_end(lost, "JobLost:10") is None
+    ends = [d.event for d in await event_log.history("scns.job.9.end.>")]
+    assert ends == [finished]

@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from services.executor.handlers import Executor, NodeConfig
-from shared.events import JobAllocated, JobCancelRequested, JobFinished, JobStarted, JobSubmitted
+from shared.events import JobAllocated, JobCancelRequested, JobFinished, JobLost, JobStarted, JobSubmitted
 
 from ..conftest import eventually
 from .helpers import NOW, all_events, processes_with, spec
@@ -47,7 +47,7 @@ async def test_runs_a_job_and_reports_exit_code_and_output(event_log, executor, 
 
 
 async def consumed_everything(events):
-    info = await events.js.consumer_info("SCNS", "executor-v1-n1")
+    info = await events.js.consumer_info("SCNS", "executor-v2-n1")
     return info.num_pending == 0 and info.num_ack_pending == 0
 
 
@@ -85,10 +85,10 @@ async def test_a_failure_after_the_spawn_kills_the_job_before_reporting_it(event
                                                                           monkeypatch):
     real_publish = executor.events.publish_until_acked
 
-    async def publish_failing_on_start(event, msg_id):
+    async def publish_failing_on_start(event, msg_id, headers=None):
         if isinstance(event, JobStarted):
             raise RuntimeError("injected: the start could not be recorded")
-        return await real_publish(event, msg_id)
+        return await real_publish(event, msg_id, headers)
 
     monkeypatch.setattr(executor.events, "publish_until_acked", publish_failing_on_start)
     job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 3023\n"))
@@ -141,3 +141,14 @@ async def test_a_failure_while_handling_is_retried_not_fatal(event_log, executor
     job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "echo retried"))
     result = await eventually(lambda: finished(event_log, job_id), what="JobFinished after a redelivery")
     assert failures and result.state == "COMPLETED"
+
+
+async def test_a_job_declared_lost_while_its_node_was_away_is_killed_and_not_reported_again(event_log, executor,
+                                                                                          tmp_path):
+    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 3024\n"))
+    await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
+    await event_log.publish_end(JobLost(job_id=job_id, node="n1", reason="gone", lost_at=NOW), f"JobLost:{job_id}")
+    await eventually(lambda: not processes_with("3024"), what="the lost job's process to be killed")
+    await eventually(lambda: job_id not in executor.running, what="the executor to let the job go")
+    ends = [d.event for d in await event_log.history(f"scns.job.{job_id}.end.>")]
+    assert [type(e).__name__ for e in ends] == ["JobLost"]

@@ -12,6 +12,7 @@ from shared.events import (
     JobCancelled,
     JobCancelRequested,
     JobFinished,
+    JobLost,
     JobSpec,
     JobSubmitted,
     NodeDown,
@@ -95,6 +96,17 @@ def test_a_submission_stored_after_its_gateway_gave_up_is_withdrawn_before_it_ru
     assert [d.job_id for d in decisions[1:]] == [3]
 
 
+def test_the_jobs_of_a_node_declared_down_are_lost_and_their_resources_freed():
+    state = replay([(1, node("n1", cpus=1)), (2, node("n2", cpus=1)), (3, submitted()), (4, submitted())])
+    run_policy(state)
+    evolve(state, 7, NodeDown(node="n1", reason="Not responding", down_at=NOW))
+    (lost,) = run_policy(state)
+    assert isinstance(lost, JobLost) and (lost.job_id, lost.node) == (3, "n1")
+    assert state.nodes["n1"].used_cpus == 0 and 3 not in state.placed and state.placed[4].node == "n2"
+    evolve(state, 8, submitted())
+    assert run_policy(state) == []  # n1 is down, n2 is full
+
+
 def test_a_decision_read_back_from_the_log_changes_nothing():
     state = replay([(1, node("n1")), (2, submitted())])
     (allocation,) = run_policy(state)
@@ -117,6 +129,7 @@ def histories(draw):
         st.tuples(st.just("submit"), job_requests),
         st.tuples(st.just("finish"), st.integers(0, 50)),
         st.tuples(st.just("cancel"), st.integers(0, 50)),
+        st.tuples(st.just("down"), st.integers(0, 3)),
         st.tuples(st.just("schedule"), st.none()),
     ), max_size=60))
     return nodes, steps
@@ -147,6 +160,8 @@ def build_log(nodes, steps, races=()):
             append(finished(job_id, state.placed[job_id].node))
         elif kind == "cancel" and log:
             append(JobCancelRequested(job_id=log[arg % len(log)][0], requested_at=NOW))
+        elif kind == "down":
+            append(NodeDown(node=f"n{arg % len(nodes)}", reason="Not responding", down_at=NOW))
         elif kind == "schedule":
             decisions = fifo_first_fit(state, NOW)
             for decision in decisions:

@@ -12,6 +12,7 @@ from shared.events import (
     JobCancelled,
     JobCancelRequested,
     JobFinished,
+    JobLost,
     JobStarted,
     JobSubmitted,
     NodeDown,
@@ -55,13 +56,16 @@ def statements(seq: int, event: AnyEvent) -> list[Statement]:
         case JobFinished(job_id=job_id, state=state, exit_code=exit_code, error_msg=error, started_at=started,
                          ended_at=ended):
             return [
-                # Free the node's share first, while the job row still names it.
-                (f"update nodes n set allocated_cpus = n.allocated_cpus - j.allocated_cpus,"
-                 f" allocated_memory_mb = n.allocated_memory_mb - j.allocated_memory_mb"
-                 f" from jobs j where j.job_id = %s and j.node = n.node_name and j.{NOT_TERMINAL}", (job_id,)),
+                _free_node_of(job_id),
                 (f"update jobs set state = %s, exit_code = %s, error_msg = %s, end_time = %s,"
                  f" start_time = coalesce(start_time, %s) where job_id = %s and {NOT_TERMINAL}",
                  (state, exit_code, error, ended, started, job_id)),
+            ]
+        case JobLost(job_id=job_id, reason=reason, lost_at=at):
+            return [
+                _free_node_of(job_id),
+                (f"update jobs set state = 'NODE_FAIL', exit_code = '0:9', error_msg = %s, end_time = %s"
+                 f" where job_id = %s and {NOT_TERMINAL}", (reason, at, job_id)),
             ]
         case NodeRegistered(node=node, cpus=cpus, memory_mb=memory_mb, partitions=partitions, arch=arch,
                             registered_at=at):
@@ -75,3 +79,10 @@ def statements(seq: int, event: AnyEvent) -> list[Statement]:
         case NodeDown(node=node):
             return [("update nodes set state = 'DOWN' where node_name = %s", (node,))]
     return []
+
+
+def _free_node_of(job_id: int) -> Statement:
+    """Give the job's share back to its node; first, while the job row still names it and is not ended."""
+    return (f"update nodes n set allocated_cpus = n.allocated_cpus - j.allocated_cpus,"
+            f" allocated_memory_mb = n.allocated_memory_mb - j.allocated_memory_mb"
+            f" from jobs j where j.job_id = %s and j.node = n.node_name and j.{NOT_TERMINAL}", (job_id,))

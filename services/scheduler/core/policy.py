@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.scheduler.core.state import Node, PendingJob, SchedulerState
-from shared.events import JobAllocated, JobCancelled
+from shared.events import JobAllocated, JobCancelled, JobLost
 
-Decision = JobAllocated | JobCancelled
+Decision = JobAllocated | JobCancelled | JobLost
+LOST_REASON = "Node {node} stopped answering while it held the job"
 Policy = Callable[[SchedulerState, datetime], list[Decision]]
 
 
@@ -41,13 +42,17 @@ def fits(node: Node, job: PendingJob, planned: _Planned) -> bool:
     return cpus <= node.free_cpus - planned.cpus and memory_mb <= node.free_memory_mb - planned.memory_mb
 
 
-def cancellations(state: SchedulerState, now: datetime) -> list[Decision]:
-    return [JobCancelled(job_id=job_id, cancelled_at=now, reason=reason)
-            for job_id, reason in sorted(state.cancel_requested.items())]
+def endings(state: SchedulerState, now: datetime) -> list[Decision]:
+    """The jobs the scheduler ends itself: cancelled before they started, or lost with their node."""
+    cancelled = [JobCancelled(job_id=job_id, cancelled_at=now, reason=reason)
+                 for job_id, reason in sorted(state.cancel_requested.items())]
+    lost = [JobLost(job_id=job_id, node=node, reason=LOST_REASON.format(node=node), lost_at=now)
+            for job_id, node in sorted(state.lost.items())]
+    return cancelled + lost
 
 
 def fifo_first_fit(state: SchedulerState, now: datetime) -> list[Decision]:
-    decisions = cancellations(state, now)
+    decisions = endings(state, now)
     planned: dict[str, _Planned] = {}
     for partition, queue in state.queues.items():
         candidates = [node for node in state.nodes.values() if node.alive and partition in node.partitions]

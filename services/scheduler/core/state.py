@@ -19,6 +19,7 @@ from shared.events import (
     JobCancelled,
     JobCancelRequested,
     JobFinished,
+    JobLost,
     JobStarted,
     JobSubmitted,
     NodeDown,
@@ -70,6 +71,8 @@ class SchedulerState:
     placed: dict[int, Placement] = field(default_factory=dict)
     # job id -> why it is to be cancelled before it starts ("" when its owner asked)
     cancel_requested: dict[int, str] = field(default_factory=dict)
+    # job id -> node: placed on a node declared down, to be ended NODE_FAIL (JobLost)
+    lost: dict[int, str] = field(default_factory=dict)
     last_seq: int = 0
 
     def pending(self, job_id: int) -> PendingJob | None:
@@ -113,9 +116,10 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
         case JobCancelled(job_id=job_id):
             state._dequeue(job_id)
             state.cancel_requested.pop(job_id, None)
-        case JobFinished(job_id=job_id):
+        case JobFinished(job_id=job_id) | JobLost(job_id=job_id):
             state._dequeue(job_id)
             state.cancel_requested.pop(job_id, None)
+            state.lost.pop(job_id, None)
             if (placement := state.placed.pop(job_id, None)) and (node := state.nodes.get(placement.node)):
                 node.used_cpus -= placement.cpus
                 node.used_memory_mb -= placement.memory_mb
@@ -130,6 +134,9 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
         case NodeDown(node=name):
             if node := state.nodes.get(name):
                 node.alive = False
+            for job_id, placement in state.placed.items():
+                if placement.node == name:
+                    state.lost[job_id] = name
     state.last_seq = max(state.last_seq, seq)
     return state
 
@@ -139,6 +146,6 @@ def replay(events: Iterable[tuple], state: SchedulerState | None = None) -> Sche
     return reduce(lambda acc, item: evolve(acc, *item), events, state or SchedulerState())
 
 
-def assume(state: SchedulerState, decision: JobAllocated | JobCancelled) -> SchedulerState:
+def assume(state: SchedulerState, decision: JobAllocated | JobCancelled | JobLost) -> SchedulerState:
     """Apply a decision already published but not yet read back: the log position stays put."""
     return evolve(state, state.last_seq, decision)
