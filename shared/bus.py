@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from shared.config import Settings
 from shared.events import STREAM, STREAM_SUBJECTS, AnyEvent, Event, TerminalEvent, decode, encode, end_of, subject_of
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ NATS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     nats.errors.StaleConnectionError,
     nats.js.errors.ServiceUnavailableError,
 )
+
+
+class LogBehindReadModel(RuntimeError):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +76,8 @@ class JetStreamEventLog:
         self.js: JetStreamContext = nc.jetstream()
 
     @classmethod
-    async def connect(cls, url: str, name: str, *, replicas: int = 1, retry_for: float = 60.0) -> JetStreamEventLog:
+    async def connect(cls, url: str, name: str, *, replicas: int = 1, max_age_days: float = 0,
+                      retry_for: float = 60.0) -> JetStreamEventLog:
         """Connect (retrying while the server comes up), then make sure the stream exists."""
         deadline = asyncio.get_running_loop().time() + retry_for
         while True:
@@ -85,24 +91,45 @@ class JetStreamEventLog:
                     raise ConnectionError(f"NATS at {url} is not reachable: {error}") from error
                 await asyncio.sleep(0.25)
         events = cls(nc)
-        await events.ensure_stream(replicas)
+        await events.ensure_stream(replicas, max_age_days)
         return events
 
-    async def ensure_stream(self, replicas: int = 1) -> None:
+    @classmethod
+    async def for_service(cls, settings: Settings, name: str, retry_for: float = 60.0) -> JetStreamEventLog:
+        """Connect as a service does: NATS and the stream's replication and retention from settings."""
+        return await cls.connect(settings.nats_url, name, replicas=settings.stream_replicas,
+                                 max_age_days=settings.stream_max_age_days, retry_for=retry_for)
+
+    async def check_not_behind(self, read_model_position: int) -> None:
+        """Refuse a log that is behind the read model: it was recreated, and job ids would be reused."""
+        last_seq = await self.last_seq()
+        if read_model_position > last_seq:
+            raise LogBehindReadModel(
+                f"the event log ends at seq {last_seq} but the read model has applied up to {read_model_position}: "
+                f"the stream was recreated or restored from an old copy, and new jobs would reuse old ids. "
+                f"Restore the stream, or recreate it with first_seq > {read_model_position}"
+            )
+
+    async def ensure_stream(self, replicas: int = 1, max_age_days: float = 0) -> None:
+        """Create the stream if missing; a changed retention is applied to an existing one."""
         config = StreamConfig(
             num_replicas=replicas,
             name=STREAM,
             subjects=STREAM_SUBJECTS,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_S,
+            max_age=max_age_days * 86400 or None,  # None: every event is kept forever
         )
         try:
-            await self.js.stream_info(STREAM)
+            info = await self.js.stream_info(STREAM)
         except NotFoundError:
             try:
                 await self.js.add_stream(config)
+                return
             except nats.js.errors.BadRequestError:
-                await self.js.stream_info(STREAM)  # created concurrently by another service
+                info = await self.js.stream_info(STREAM)  # created concurrently by another service
+        if (info.config.max_age or 0) != (config.max_age or 0):
+            await self.js.update_stream(config)
 
     async def close(self) -> None:
         # Not drain(): it waits on the pull subscriptions' outstanding requests for up to 30 s.

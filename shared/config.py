@@ -19,6 +19,7 @@ import msgspec
 class Settings(msgspec.Struct, kw_only=True):
     nats_url: str = "nats://127.0.0.1:14222"  # comma-separated for a cluster
     stream_replicas: int = 1  # 3 on a NATS cluster
+    stream_max_age_days: float = 0  # how long the log keeps events; 0: forever
     database_url: str = "postgresql://scns@127.0.0.1:15432/scns"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -58,6 +59,7 @@ class Settings(msgspec.Struct, kw_only=True):
 _ALIASES: dict[str, tuple[str, ...]] = {
     "nats_url": ("NATS_URL",),
     "stream_replicas": ("STREAM_REPLICAS",),
+    "stream_max_age_days": ("STREAM_MAX_AGE_DAYS",),
     "database_url": ("DATABASE_URL",),
     "api_host": ("API_HOST",),
     "api_port": ("API_PORT",),

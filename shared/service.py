@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from shared.bus import LogBehindReadModel
 from shared.config import ConfigError, Settings, load_settings
 
 
@@ -30,7 +31,7 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
 
     try:
         asyncio.run(guarded())
-    except (ConnectionError, ConfigError) as error:
+    except (ConnectionError, ConfigError, LogBehindReadModel) as error:
         sys.exit(f"{name}: {error}")
 
 

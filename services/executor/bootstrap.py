@@ -40,9 +40,7 @@ def node_config(settings: Settings) -> NodeConfig:
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     node = node_config(settings)
-    events = await JetStreamEventLog.connect(
-        settings.nats_url, f"scns-executor-{node.name}", replicas=settings.stream_replicas
-    )
+    events = await JetStreamEventLog.for_service(settings, f"scns-executor-{node.name}")
     executor = Executor(events, node)
     try:
         await executor.recover()

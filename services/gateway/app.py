@@ -397,12 +397,16 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        events = await JetStreamEventLog.connect(settings.nats_url, "scns-gateway", replicas=settings.stream_replicas)
+        events = await JetStreamEventLog.for_service(settings, "scns-gateway")
         # Checked on checkout: after a PostgreSQL restart a stale connection is replaced, not used.
         pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=16, open=False,
                                    check=AsyncConnectionPool.check_connection,
                                    kwargs={"options": f"-c search_path={LIVE_SCHEMA}"})
         await pool.open(wait=False)
+        try:
+            await events.check_not_behind(await PostgresJobView(pool).position())
+        except DependencyDown:
+            log.warning("PostgreSQL is not reachable: the log was not checked against the read model")
         tokens = await NatsTokenStore.open(events.js, settings.admin_token, settings.stream_replicas)
         nodes = NodeDirectory()
         follower = asyncio.create_task(nodes.follow(events))

@@ -22,7 +22,7 @@ from shared.config import ConfigError, load_settings
 
 async def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    events = await JetStreamEventLog.connect(settings.nats_url, "scns-tokens", retry_for=5)
+    events = await JetStreamEventLog.for_service(settings, "scns-tokens", retry_for=5)
     try:
         if not settings.admin_token:
             print("tokens: set SCNS_ADMIN_TOKEN (tokens are signed with it)", file=sys.stderr)

@@ -14,7 +14,7 @@ from shared.service import until_stopped
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    events = await JetStreamEventLog.connect(settings.nats_url, "scns-projector", replicas=settings.stream_replicas)
+    events = await JetStreamEventLog.for_service(settings, "scns-projector")
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=4, open=False)
     await pool.open(wait=True, timeout=60)
     try:

@@ -41,6 +41,7 @@ class Projector:
         if not await self.model.migrate():
             log.warning("the read model's schema is of another version: rebuilding it from the log")
             await self.rebuild()
+        await self.events.check_not_behind(await self.model.position())
 
         async def on_request(msg) -> None:
             try:

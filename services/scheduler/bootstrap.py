@@ -12,7 +12,7 @@ from shared.service import until_stopped
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    events = await JetStreamEventLog.connect(settings.nats_url, "scns-scheduler", replicas=settings.stream_replicas)
+    events = await JetStreamEventLog.for_service(settings, "scns-scheduler")
     scheduler = Scheduler(events, POLICIES["fifo-first-fit"], settings.node_timeout_seconds)
     try:
         await until_stopped(stop, scheduler.follow_log(), scheduler.watch_heartbeats())

@@ -49,3 +49,11 @@ async def test_a_job_gets_one_end_only_whoever_writes_it(event_log):
     assert await event_log.publish_end(lost, "JobLost:10") is None
     ends = [d.event for d in await event_log.history("scns.job.9.end.>")]
     assert ends == [finished]
+
+
+async def test_retention_is_configurable_and_forever_by_default(event_log):
+    assert (await event_log.js.stream_info("SCNS")).config.max_age in (None, 0)
+    await event_log.ensure_stream(max_age_days=30)
+    assert (await event_log.js.stream_info("SCNS")).config.max_age == 30 * 86400
+    await event_log.ensure_stream()
+    assert (await event_log.js.stream_info("SCNS")).config.max_age in (None, 0)

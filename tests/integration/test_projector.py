@@ -5,6 +5,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.projector.adapters.postgres import PostgresReadModel
 from services.projector.handlers import Projector
+from shared.bus import LogBehindReadModel
 from shared.events import JobAllocated, JobFinished, JobStarted, JobSubmitted
 
 from ..conftest import eventually
@@ -128,3 +129,11 @@ async def test_rebuild_equals_the_live_model_and_a_new_schema_version_rebuilds_a
         assert await snapshot(read_model) == ([("COMPLETED", "n1", 3, "0:0")], [("n1", 0, "UP")])
     finally:
         task.cancel()
+
+
+async def test_a_log_behind_the_read_model_is_refused_so_job_ids_are_never_reused(event_log, read_model):
+    async with read_model.pool.connection() as conn:
+        await conn.execute("update projection set last_seq = 500")  # as if the stream was recreated
+    await event_log.publish(node("n1"))
+    with pytest.raises(LogBehindReadModel, match="reuse old ids"):
+        await Projector(event_log, read_model).run()
