@@ -125,10 +125,26 @@ class NodeDown(Event, frozen=True, kw_only=True):
     down_at: datetime
 
 
+class NodeDrained(Event, frozen=True, kw_only=True):
+    """An operator asked that the node take no new jobs (those running finish)."""
+
+    node: str
+    by: str  # the token's name
+    drained_at: datetime
+
+
+class NodeResumed(Event, frozen=True, kw_only=True):
+    """An operator put a drained node back into service."""
+
+    node: str
+    by: str
+    resumed_at: datetime
+
+
 JobEvent = JobSubmitted | JobCancelRequested | JobAllocated | JobCancelled | JobStarted | JobFinished | JobLost
 # A job's end: exactly one of these per job, enforced by JetStream (see `end_of`).
 TerminalEvent = JobCancelled | JobFinished | JobLost
-NodeEvent = NodeRegistered | NodeDown
+NodeEvent = NodeRegistered | NodeDown | NodeDrained | NodeResumed
 AnyEvent = JobEvent | NodeEvent
 
 # The one table of where each event type is published. Executors filter on the trailing node.
@@ -143,6 +159,8 @@ SUBJECTS: dict[type[Event], str] = {
     JobLost: "scns.job.{job_id}.end.lost.{node}",
     NodeRegistered: "scns.node.{node}.registered",
     NodeDown: "scns.node.{node}.down",
+    NodeDrained: "scns.node.{node}.drained",
+    NodeResumed: "scns.node.{node}.resumed",
 }
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"})

@@ -56,7 +56,15 @@ from services.gateway.errors import DependencyDown, JobNotFound
 from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog
 from shared.rpc import REBUILD_SUBJECT, RebuildReport
 from shared.config import Settings
-from shared.events import TERMINAL_STATES, Event, JobCancelRequested, JobSubmitted, job_subjects
+from shared.events import (
+    TERMINAL_STATES,
+    Event,
+    JobCancelRequested,
+    JobSubmitted,
+    NodeDrained,
+    NodeResumed,
+    job_subjects,
+)
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +283,31 @@ async def revoke_token(request: Request, name: FromPath[str]) -> Response:
     return json_response(wire.CancelResponse(msg=f"token {name!r} revoked"))
 
 
+async def _set_drain(request: Request, name: str, drain: bool) -> Response:
+    principal = principal_of(request)
+    require_admin(principal)
+    gateway = gateway_of(request)
+    if name not in gateway.nodes.nodes:
+        return json_response(wire.ErrorBody(detail=f"no node named {name!r}"), 404)
+    now = utcnow()
+    event = (NodeDrained(node=name, by=principal.name, drained_at=now) if drain
+             else NodeResumed(node=name, by=principal.name, resumed_at=now))
+    await gateway.publish(event, None)
+    gateway.nodes.apply(event)  # this gateway's validation and reasons see it at once
+    return json_response(wire.CancelResponse(msg=f"node {name!r} {'drained' if drain else 'resumed'}"))
+
+
+@post("/admin/nodes/{name:str}/drain", status_code=200)
+async def drain_node(request: Request, name: FromPath[str]) -> Response:
+    """No new jobs on the node; the running ones finish (sinfo's DRAIN)."""
+    return await _set_drain(request, name, drain=True)
+
+
+@post("/admin/nodes/{name:str}/resume", status_code=200)
+async def resume_node(request: Request, name: FromPath[str]) -> Response:
+    return await _set_drain(request, name, drain=False)
+
+
 @post("/admin/rebuild", status_code=200)
 async def rebuild(request: Request) -> Response:
     """Replay the whole log into a fresh read model and swap it in (queries go on meanwhile)."""
@@ -423,7 +456,8 @@ def create_app(settings: Settings) -> Litestar:
 
     return Litestar(
         route_handlers=[submit, query, cancel, list_jobs, job_history, nodes, dashboard, health, root,
-                        create_token, list_tokens, revoke_token, rebuild, openapi, docs, redoc],
+                        create_token, list_tokens, revoke_token, drain_node, resume_node, rebuild, openapi, docs,
+                        redoc],
         lifespan=[lifespan],
         before_request=authenticate,
         exception_handlers={

@@ -427,3 +427,22 @@ async def test_rebuild_replays_the_log_into_an_equal_read_model_while_queries_go
     assert (await until_state(api, fresh, TERMINAL))["state"] == "COMPLETED"
     listed = (await api.get("/jobs", params={"limit": 1})).json()["jobs"]
     assert listed[0]["job_id"] == fresh
+
+
+async def test_a_drained_node_takes_no_new_jobs_until_resumed(api, stack):
+    node = stack.config.node_name
+    assert (await api.post("/admin/nodes/no-such-node/drain")).status_code == 404
+    assert (await api.post(f"/admin/nodes/{node}/drain")).status_code == 200
+    try:
+        waiting = await submit(api, job(stack, "echo resumed\n"))
+
+        async def drained():
+            (shown,) = (await api.get("/nodes")).json()["nodes"]
+            return shown["state"] == "DRAIN"
+
+        await eventually(drained, what="/nodes to show DRAIN")
+        body = (await api.get(f"/jobs/query/{waiting}")).json()
+        assert body["state"] == "PENDING" and body["detail"]["reason"] == "PartitionDown"
+    finally:
+        assert (await api.post(f"/admin/nodes/{node}/resume")).status_code == 200
+    assert (await until_state(api, waiting, TERMINAL))["job_log"]["stdout"] == "resumed\n"

@@ -16,7 +16,9 @@ from shared.events import (
     JobSpec,
     JobSubmitted,
     NodeDown,
+    NodeDrained,
     NodeRegistered,
+    NodeResumed,
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -227,3 +229,12 @@ def test_the_live_state_equals_a_replay_of_the_log_it_wrote(history):
     """A restarted scheduler (replay) must decide as the live one would: same state."""
     live, log = build_log(*history)
     assert replay(log) == live
+
+
+def test_a_drained_node_gets_nothing_until_resumed():
+    state = replay([(1, node("n1")), (2, NodeDrained(node="n1", by="admin", drained_at=NOW)), (3, submitted())])
+    assert run_policy(state) == []
+    evolve(state, 4, node("n1"))  # a re-registration does not end a drain
+    assert run_policy(state) == []
+    evolve(state, 5, NodeResumed(node="n1", by="admin", resumed_at=NOW))
+    assert [d.job_id for d in run_policy(state)] == [3]

@@ -8,13 +8,14 @@ from datetime import datetime, timezone
 
 from services.gateway.core.validation import PartitionCapacity
 from shared.bus import JetStreamEventLog, decode_message
-from shared.events import HEARTBEAT_SUBJECT, NodeDown, NodeRegistered
+from shared.events import HEARTBEAT_SUBJECT, NodeDown, NodeDrained, NodeRegistered, NodeResumed
 
 
 @dataclass(slots=True)
 class KnownNode:
     registration: NodeRegistered
     alive: bool = True
+    drained: bool = False
 
 
 class NodeDirectory:
@@ -26,9 +27,12 @@ class NodeDirectory:
     def apply(self, event) -> None:
         match event:
             case NodeRegistered(node=name):
-                self.nodes[name] = KnownNode(event)
+                drained = self.nodes[name].drained if name in self.nodes else False
+                self.nodes[name] = KnownNode(event, drained=drained)
             case NodeDown(node=name) if name in self.nodes:
                 self.nodes[name].alive = False
+            case NodeDrained(node=name) | NodeResumed(node=name) if name in self.nodes:
+                self.nodes[name].drained = isinstance(event, NodeDrained)
 
     def partitions(self) -> dict[str, PartitionCapacity]:
         capacity: dict[str, PartitionCapacity] = {}
@@ -42,7 +46,7 @@ class NodeDirectory:
         return capacity
 
     def partition_live(self, partition: str) -> bool:
-        return any(k.alive and partition in k.registration.partitions for k in self.nodes.values())
+        return any(k.alive and not k.drained and partition in k.registration.partitions for k in self.nodes.values())
 
     async def follow(self, events: JetStreamEventLog) -> None:
         async def on_heartbeat(msg) -> None:

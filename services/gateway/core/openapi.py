@@ -57,6 +57,12 @@ ROUTES: list[tuple[str, str, str, list[dict], type | None, str, type, tuple[str,
      ("401", "403", "409", "422", "503")),
     ("get", "/admin/tokens", "List API tokens, without secrets (admin)", [], None, "200", wire.TokenList,
      ("401", "403", "503")),
+    ("post", "/admin/nodes/{name}/drain", "Drain a node: no new jobs, running ones finish (admin)", [
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+    ], None, "200", wire.CancelResponse, ("401", "403", "404", "503")),
+    ("post", "/admin/nodes/{name}/resume", "Put a drained node back into service (admin)", [
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+    ], None, "200", wire.CancelResponse, ("401", "403", "404", "503")),
     ("post", "/admin/rebuild", "Rebuild the read model from the event log (admin)", [], None, "200",
      RebuildReport, ("401", "403", "500", "503")),
     ("delete", "/admin/tokens/{name}", "Revoke an API token (admin)", [

@@ -128,15 +128,18 @@ class NodeRecord(msgspec.Struct, kw_only=True):
     total_cpus: int
     memory_mb: int
     state: str  # UP | DOWN
+    drained: bool
     allocated_cpus: int
     allocated_memory_mb: int
     registered_at: datetime
 
 
 def node_state(node: NodeRecord) -> str:
-    """sinfo's state: DOWN, else by allocation IDLE / MIXED / ALLOCATED."""
+    """sinfo's state: DOWN, DRAIN, else by allocation IDLE / MIXED / ALLOCATED."""
     if node.state != "UP":
         return node.state
+    if node.drained:
+        return "DRAIN"
     if node.allocated_cpus <= 0:
         return "IDLE"
     return "ALLOCATED" if node.allocated_cpus >= node.total_cpus else "MIXED"
@@ -156,7 +159,7 @@ def percent(part: int, whole: int) -> float:
 
 def dashboard(counts: dict[str, int], nodes: list[NodeRecord], running: list[JobRecord],
               pending: list[JobRecord]) -> wire.Dashboard:
-    live = [node for node in nodes if node.state == "UP"]
+    live = [node for node in nodes if node.state == "UP"]  # drained ones too: their jobs still run
     total = sum(node.total_cpus for node in live)
     allocated = sum(min(node.allocated_cpus, node.total_cpus) for node in live)
     failed_states = ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")

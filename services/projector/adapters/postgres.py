@@ -52,6 +52,7 @@ create table if not exists nodes (
     total_cpus int not null,
     memory_mb bigint not null,
     state text not null,
+    drained boolean not null default false,
     allocated_cpus int not null default 0,
     allocated_memory_mb bigint not null default 0,
     registered_at timestamptz not null
@@ -68,7 +69,7 @@ create table if not exists projection (
     schema_version int not null
 );
 """
-SCHEMA_VERSION = 1  # bump when SCHEMA or the statements change: the projector then rebuilds
+SCHEMA_VERSION = 2  # bump when SCHEMA or the statements change: the projector then rebuilds
 LIVE_SCHEMA = "scns"
 MIGRATION_LOCK = 7310
 

@@ -16,7 +16,9 @@ from shared.events import (
     JobStarted,
     JobSubmitted,
     NodeDown,
+    NodeDrained,
     NodeRegistered,
+    NodeResumed,
 )
 from shared.paths import resolve_output_path
 
@@ -78,6 +80,8 @@ def statements(seq: int, event: AnyEvent) -> list[Statement]:
             )]
         case NodeDown(node=node):
             return [("update nodes set state = 'DOWN' where node_name = %s", (node,))]
+        case NodeDrained(node=node) | NodeResumed(node=node):
+            return [("update nodes set drained = %s where node_name = %s", (isinstance(event, NodeDrained), node))]
     return []
 
 

@@ -55,7 +55,8 @@ def fifo_first_fit(state: SchedulerState, now: datetime) -> list[Decision]:
     decisions = endings(state, now)
     planned: dict[str, _Planned] = {}
     for partition, queue in state.queues.items():
-        candidates = [node for node in state.nodes.values() if node.alive and partition in node.partitions]
+        candidates = [node for node in state.nodes.values()
+                      if node.alive and not node.drained and partition in node.partitions]
         for job in queue.values():
             if job.job_id in state.cancel_requested:
                 continue

@@ -23,7 +23,9 @@ from shared.events import (
     JobStarted,
     JobSubmitted,
     NodeDown,
+    NodeDrained,
     NodeRegistered,
+    NodeResumed,
 )
 
 
@@ -34,6 +36,7 @@ class Node:
     memory_mb: int
     partitions: tuple[str, ...]
     alive: bool = True
+    drained: bool = False  # an operator's: takes no new jobs, whatever its liveness
     used_cpus: int = 0
     used_memory_mb: int = 0
     jobs: set[int] = field(default_factory=set)
@@ -131,6 +134,8 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
                 node.cpus, node.memory_mb, node.partitions, node.alive = cpus, memory_mb, tuple(partitions), True
             else:
                 state.nodes[name] = Node(name, cpus, memory_mb, tuple(partitions))
+        case NodeDrained(node=name) | NodeResumed(node=name) if name in state.nodes:
+            state.nodes[name].drained = isinstance(event, NodeDrained)
         case NodeDown(node=name):
             if node := state.nodes.get(name):
                 node.alive = False
