@@ -37,6 +37,7 @@ class Settings(msgspec.Struct, kw_only=True):
     executor_state_dir: str = ""
     kill_grace_seconds: float = 10.0
     heartbeat_seconds: float = 5.0
+    keep_jobs_on_stop: bool = True  # a stopped executor leaves its jobs running; the next one reattaches
     # Scheduler
     node_timeout_seconds: float = 30.0
 
@@ -76,6 +77,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "executor_state_dir": ("EXECUTOR_STATE_DIR",),
     "kill_grace_seconds": ("KILL_GRACE_SECONDS",),
     "heartbeat_seconds": ("HEARTBEAT_SECONDS",),
+    "keep_jobs_on_stop": ("KEEP_JOBS_ON_STOP",),
     "node_timeout_seconds": ("NODE_TIMEOUT_SECONDS",),
 }
 _LIST_SEPARATORS = {"partitions": ",", "job_roots": ":"}

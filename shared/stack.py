@@ -111,6 +111,8 @@ class Stack:
             "JOB_WORK_BASE_DIR": str(config.work_dir),
             "EXECUTOR_STATE_DIR": str(config.home / "executor"),
             "KILL_GRACE_SECONDS": str(config.kill_grace_seconds),
+            # Stopping the stack stops its jobs too (a lone executor restart still reattaches).
+            "KEEP_JOBS_ON_STOP": "false",
             "PYTHONUNBUFFERED": "1",
             **config.extra_env,
         }

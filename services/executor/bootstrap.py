@@ -35,6 +35,7 @@ def node_config(settings: Settings) -> NodeConfig:
         state_dir=state_dir,
         kill_grace_s=settings.kill_grace_seconds,
         heartbeat_s=settings.heartbeat_seconds,
+        keep_jobs_on_stop=settings.keep_jobs_on_stop,
     )
 
 

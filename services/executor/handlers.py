@@ -21,8 +21,16 @@ import msgspec
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from services.executor.adapters.process import JobProcess, kill_leftover
-from services.executor.core.lifecycle import LOST, EndedBy, Outcome, command_for, job_environment, outcome
+from services.executor.adapters.process import JobProcess, kill_leftover, read_status
+from services.executor.core.lifecycle import (
+    LOST,
+    EndedBy,
+    Outcome,
+    command_for,
+    job_environment,
+    job_returncode,
+    outcome,
+)
 from services.executor.core.logs import TAIL_THRESHOLD_BYTES, render_log
 from shared.bus import JetStreamEventLog, decode_message
 from shared.events import (
@@ -71,6 +79,7 @@ class NodeConfig:
     state_dir: Path
     kill_grace_s: float
     heartbeat_s: float
+    keep_jobs_on_stop: bool = True
 
 
 class JournalEntry(msgspec.Struct):
@@ -133,19 +142,38 @@ class Executor:
         temporary.replace(path)
 
     async def recover(self) -> None:
-        """Report jobs that were on this node when its executor last stopped without reporting them."""
+        """Take over the jobs an earlier executor of this node left: reattach to those still running,
+        report the true end of those that finished meanwhile, NODE_FAIL for those whose end is lost."""
         for path in sorted(self.journal_dir.glob("*.json")):
             try:
                 entry = msgspec.json.decode(path.read_bytes(), type=JournalEntry)
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
                 log.error("unreadable journal entry %s (%s): left in place", path, error)
                 continue
-            if entry.pid:
-                kill_leftover(entry.pid, entry.create_time)
             if await self._already_finished(entry.job_id):
-                self._forget(entry.job_id)  # reported just before the stop; only the cleanup was missed
-            else:
+                kill_leftover(entry.pid, entry.create_time)  # declared lost meanwhile, or reported
+                self._forget(entry.job_id)
+                continue
+            process = JobProcess.attach(entry.pid, entry.create_time, self._status_path(entry.job_id))
+            submitted = await self.events.read(entry.job_id)
+            if process is not None and submitted is not None and isinstance(submitted.event, JobSubmitted):
+                log.info("job %d still runs (pid %d): reattached", entry.job_id, entry.pid)
+                running = RunningJob()
+                self.running[entry.job_id] = running
+                running.task = asyncio.create_task(
+                    self._supervised(entry.job_id, submitted.event.spec, running, process, entry.started_at))
+                continue
+            status = read_status(self._status_path(entry.job_id)) if entry.pid else None
+            if status is None:
+                kill_leftover(entry.pid, entry.create_time)
                 await self._finish(entry.job_id, LOST, started_at=entry.started_at)
+            else:  # it ended by itself while no executor watched: its true end
+                limit = submitted.event.spec.time_limit_s if submitted else 0
+                await self._finish(entry.job_id, outcome(job_returncode(status), EndedBy.ITSELF, 0, limit),
+                                   started_at=entry.started_at)
+
+    def _status_path(self, job_id: int) -> Path:
+        return self.node.state_dir / "status" / str(job_id)
 
     # ---- allocations and cancels ---------------------------------------------------------------
 
@@ -226,25 +254,48 @@ class Executor:
         return await self.events.last_on(end_of(job_id)) is not None
 
     async def _run(self, job_id: int, spec: JobSpec, running: RunningJob) -> None:
-        """Run the job to its end and report that end: exactly once, whatever fails on the way."""
-        started_at = None
+        """Start the job, then supervise it to its end."""
+        try:
+            process = await self._spawn(job_id, spec)
+        except (OSError, ValueError) as error:  # a path or an environment the OS will not take
+            try:
+                await self._finish(job_id, Outcome("FAILED", "127:0", f"Could not start the job: {error}"), None)
+            finally:
+                self.running.pop(job_id, None)
+            return
+        started_at = self.clock()
+        try:
+            self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at))
+            started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at)
+            await self.events.publish_until_acked(started, f"started:{job_id}")
+        except Exception as error:  # a full disk, say: the job must not outlive its report
+            log.exception("job %d: could not record its start", job_id)
+            await process.kill()
+            try:
+                await self._finish(job_id, Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: "
+                                                   f"{error}"), started_at)
+            finally:
+                self.running.pop(job_id, None)
+            return
+        await self._supervised(job_id, spec, running, process, started_at)
+
+    async def _supervised(self, job_id: int, spec: JobSpec, running: RunningJob, process: JobProcess,
+                          started_at: datetime | None) -> None:
+        """Watch a started job to its end and report that end: exactly once, whatever fails on the way."""
         try:
             try:
-                process = await self._spawn(job_id, spec)
-            except (OSError, ValueError) as error:  # a path or an environment the OS will not take
-                result = Outcome("FAILED", "127:0", f"Could not start the job: {error}")
-            else:
-                started_at = self.clock()
-                try:
-                    self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at))
-                    started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at)
-                    await self.events.publish_until_acked(started, f"started:{job_id}")
-                    ended_by = await self._wait(process, running, spec.time_limit_s)
-                    result = outcome(process.returncode, ended_by, process.last_signal_sent, spec.time_limit_s)
-                except Exception as error:  # a bug or a full disk: the job must not outlive its report
-                    log.exception("job %d: executor failure", job_id)
-                    await process.kill()
-                    result = Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}")
+                elapsed = (self.clock() - started_at).total_seconds() if started_at else 0.0
+                remaining = max(0.001, spec.time_limit_s - elapsed) if spec.time_limit_s else 0
+                ended_by = await self._wait(process, running, remaining)
+                if process.returncode is None:  # killed while no executor watched: its end is unknown
+                    result = LOST
+                else:
+                    result = outcome(job_returncode(process.returncode), ended_by, process.last_signal_sent,
+                                     spec.time_limit_s)
+            except Exception as error:  # a bug: the job must not outlive its report
+                log.exception("job %d: executor failure", job_id)
+                await process.kill()
+                result = Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}")
             await self._finish(job_id, result, started_at)
         finally:
             self.running.pop(job_id, None)
@@ -263,7 +314,10 @@ class Executor:
         script_path.write_text(spec.script, encoding="utf-8")
         script_path.chmod(0o700)
         env = job_environment(spec, job_id, self.node.name, self.user, self.home)
-        return await JobProcess.spawn(command_for(spec.script, str(script_path)), spec.cwd, env, *outputs)
+        status = self._status_path(job_id)
+        status.parent.mkdir(exist_ok=True)
+        status.unlink(missing_ok=True)
+        return await JobProcess.spawn(command_for(spec.script, str(script_path)), spec.cwd, env, *outputs, status)
 
     async def _wait(self, process: JobProcess, running: RunningJob, time_limit_s: int) -> EndedBy:
         exited = asyncio.ensure_future(process.wait())
@@ -293,15 +347,20 @@ class Executor:
     def _forget(self, job_id: int) -> None:
         self._journal_path(job_id).unlink(missing_ok=True)
         (self.node.state_dir / "scripts" / f"{job_id}.sh").unlink(missing_ok=True)
+        self._status_path(job_id).unlink(missing_ok=True)
 
     async def stop_jobs(self) -> None:
-        """On shutdown: end the running jobs and wait for their reports, so none is left without an end."""
-        tasks = []
+        """On shutdown: leave the jobs running for the next executor to reattach to (the default),
+        or end them and wait for their reports (KEEP_JOBS_ON_STOP=false, as `up` runs it)."""
+        tasks = [running.task for running in self.running.values() if running.task]
+        if self.node.keep_jobs_on_stop:
+            for task in tasks:
+                task.cancel()  # only the watching stops; the journal keeps what the next one needs
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return
         for running in self.running.values():
             running.shutdown = True
             running.cancel.set()
-            if running.task:
-                tasks.append(running.task)
         if tasks:
             await asyncio.wait(tasks, timeout=self.node.kill_grace_s + SHUTDOWN_REPORT_S)
 

@@ -11,12 +11,15 @@ from .helpers import NOW, all_events, processes_with, spec
 pytestmark = pytest.mark.integration
 
 
+def node_config(tmp_path, keep_jobs_on_stop: bool = False) -> NodeConfig:
+    return NodeConfig(name="n1", cpus=2, memory_mb=4096, partitions=["default"], arch="x86_64",
+                      job_roots=[str(tmp_path.resolve())], state_dir=tmp_path / "state", kill_grace_s=1.0,
+                      heartbeat_s=5.0, keep_jobs_on_stop=keep_jobs_on_stop)
+
+
 @pytest.fixture
 async def executor(event_log, tmp_path):
-    node = NodeConfig(name="n1", cpus=2, memory_mb=4096, partitions=["default"], arch="x86_64",
-                      job_roots=[str(tmp_path.resolve())], state_dir=tmp_path / "state", kill_grace_s=1.0,
-                      heartbeat_s=5.0)
-    executor = Executor(event_log, node)
+    executor = Executor(event_log, node_config(tmp_path))
     await executor.register()
     task = asyncio.create_task(executor.consume())
     yield executor
@@ -152,3 +155,27 @@ async def test_a_job_declared_lost_while_its_node_was_away_is_killed_and_not_rep
     await eventually(lambda: job_id not in executor.running, what="the executor to let the job go")
     ends = [d.event for d in await event_log.history(f"scns.job.{job_id}.end.>")]
     assert [type(e).__name__ for e in ends] == ["JobLost"]
+
+
+@pytest.mark.parametrize("ends_while_away", [False, True], ids=["still-running", "ended-while-away"])
+async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_log, tmp_path, ends_while_away):
+    """A job survives a restart of its executor: the next one takes it over and reports how it
+    really ended, whether it still runs then or ended while no executor watched."""
+    first = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
+    consuming = asyncio.create_task(first.consume())
+    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 1.5\necho done\nexit 3\n"))
+    await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
+    consuming.cancel()
+    await first.stop_jobs()  # the executor goes; the job stays
+    assert await job_events(event_log, job_id, JobFinished) == []
+    if ends_while_away:
+        await eventually(lambda: (tmp_path / "state" / "status" / str(job_id)).exists(), what="the job to end")
+    second = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
+    await second.recover()
+    try:
+        end = await eventually(lambda: finished(event_log, job_id), what="the true end")
+        assert (end.state, end.exit_code) == ("FAILED", "3:0")
+        assert (tmp_path / "job" / f"out-{job_id}").read_text() == "done\n"
+        assert len(await job_events(event_log, job_id, JobFinished)) == 1
+    finally:
+        await second.stop_jobs()

@@ -1,4 +1,11 @@
-from services.executor.core.lifecycle import LOST_MESSAGE, EndedBy, command_for, job_environment, outcome
+from services.executor.core.lifecycle import (
+    LOST_MESSAGE,
+    EndedBy,
+    command_for,
+    job_environment,
+    job_returncode,
+    outcome,
+)
 from services.executor.core.logs import TAIL_MARKER, TAIL_THRESHOLD_BYTES, render_log
 from shared.events import JobSpec
 
@@ -42,3 +49,7 @@ def test_large_logs_show_the_last_1000_lines_after_the_marker():
     assert shown.startswith(TAIL_MARKER)
     body = shown[len(TAIL_MARKER):]
     assert body.splitlines() == [f"line {i}" for i in range(199_000, 200_000)]
+
+
+def test_the_supervising_shells_status_gives_the_jobs_return_code():
+    assert [job_returncode(code) for code in (0, 3, 127, 128, 137, 143, 200)] == [0, 3, 127, 128, -9, -15, 200]

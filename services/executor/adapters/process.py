@@ -6,45 +6,85 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
 
 
-class JobProcess:
-    """A running job: its leader process, which is also its process group and session."""
+# The job runs under a small shell that records how it ended in a status file, so that an
+# executor restarted meanwhile still learns the true exit status ($0 is the status file).
+SUPERVISOR = '"$@"; code=$?; echo "$code" > "$0.tmp" && mv "$0.tmp" "$0"; exit "$code"'
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.pid = process.pid
-        try:
-            self.create_time = psutil.Process(process.pid).create_time()
-        except psutil.NoSuchProcess:
-            self.create_time = 0.0  # already exited and reaped: there is nothing left to find later
+
+def read_status(path: Path) -> int | None:
+    """The job's exit status as its supervising shell recorded it, or None (it did not end by itself)."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class JobProcess:
+    """A job's supervising shell: the leader of the job's process group and session."""
+
+    def __init__(self, pid: int, create_time: float, exited: Callable[[], Awaitable[int | None]]) -> None:
+        self.pid = pid
+        self.create_time = create_time
         self.last_signal_sent = 0
+        self.returncode: int | None = None  # the shell's: the job's status, or -signal if it was killed
+        self._exited = exited
+        self._done: asyncio.Future | None = None
 
     @classmethod
-    async def spawn(cls, command: list[str], cwd: str, env: dict[str, str], stdout: Path, stderr: Path) -> JobProcess:
+    async def spawn(cls, command: list[str], cwd: str, env: dict[str, str], stdout: Path, stderr: Path,
+                    status_file: Path) -> JobProcess:
         with contextlib.ExitStack() as files:
             out = files.enter_context(open(stdout, "wb"))
             err = asyncio.subprocess.STDOUT if stderr == stdout else files.enter_context(open(stderr, "wb"))
             process = await asyncio.create_subprocess_exec(
-                *command, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True,
+                "/bin/sh", "-c", SUPERVISOR, str(status_file), *command, cwd=cwd, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
             )
-        return cls(process)
+        try:
+            create_time = psutil.Process(process.pid).create_time()
+        except psutil.NoSuchProcess:
+            create_time = 0.0  # already exited and reaped: there is nothing left to find later
+        return cls(process.pid, create_time, process.wait)
 
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
+    @classmethod
+    def attach(cls, pid: int, create_time: float, status_file: Path) -> JobProcess | None:
+        """Take over a job left running by an earlier executor (None if it is gone, or the PID reused)."""
+        try:
+            if abs(psutil.Process(pid).create_time() - create_time) > 0.01:
+                return None
+            descriptor = os.pidfd_open(pid)
+        except (psutil.Error, OSError):
+            return None
 
-    async def wait(self) -> int:
-        return await self.process.wait()
+        async def exited() -> int | None:
+            loop = asyncio.get_running_loop()
+            ready = loop.create_future()
+            loop.add_reader(descriptor, lambda: ready.done() or ready.set_result(None))
+            try:
+                await ready  # a pidfd becomes readable when its process exits: no polling
+            finally:
+                loop.remove_reader(descriptor)
+                os.close(descriptor)
+            return read_status(status_file)
+
+        return cls(pid, create_time, exited)
+
+    async def wait(self) -> int | None:
+        if self._done is None:
+            self._done = asyncio.ensure_future(self._exited())
+        self.returncode = await asyncio.shield(self._done)
+        return self.returncode
 
     async def kill(self) -> None:
         self.last_signal_sent = signal.SIGKILL
         signal_tree(self.pid, signal.SIGKILL)
-        await self.process.wait()
+        await self.wait()
 
     def kill_leftovers(self) -> None:
         """After the leader exited: SIGKILL whatever of its process group is still running."""
@@ -58,11 +98,11 @@ class JobProcess:
         self.last_signal_sent = signal.SIGTERM
         signal_tree(self.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(self.process.wait()), grace_s)
+            await asyncio.wait_for(self.wait(), grace_s)
         except asyncio.TimeoutError:
             self.last_signal_sent = signal.SIGKILL
         signal_tree(self.pid, signal.SIGKILL)
-        await self.process.wait()
+        await self.wait()
 
 
 def signal_tree(pid: int, signum: int) -> None:

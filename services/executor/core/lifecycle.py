@@ -70,6 +70,14 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
+def job_returncode(shell_status: int) -> int:
+    """The job's Popen-style return code from its supervising shell's: a shell reports a child
+    killed by signal N as 128+N (so does an `exit 137`: the two cannot be told apart)."""
+    if 128 < shell_status <= 128 + 64:
+        return -(shell_status - 128)
+    return shell_status
+
+
 def outcome(returncode: int, ended_by: EndedBy, last_signal_sent: int, time_limit_s: int) -> Outcome:
     """How a job that ran ended. When we ended it, our last signal is its exit code's signal."""
     if ended_by is EndedBy.CANCEL:
