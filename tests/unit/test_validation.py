@@ -1,7 +1,14 @@
 import msgspec
 import pytest
 
-from services.gateway.core.validation import PartitionCapacity, RequestInvalid, decode_submit, parse_job_id, to_spec
+from services.gateway.core.validation import (
+    PartitionCapacity,
+    RequestInvalid,
+    decode_submit,
+    parse_job_id,
+    parse_listing,
+    to_spec,
+)
 
 PARTITIONS = {"default": PartitionCapacity(max_cpus=4, max_memory_mb=8192)}
 ROOTS = ["/jobs"]
@@ -85,3 +92,10 @@ def test_deeply_nested_json_is_a_422_not_a_crash():
     with pytest.raises(RequestInvalid) as caught:
         decode_submit(b"[" * 100_000)
     assert caught.value.errors[0]["type"] == "json_invalid"
+
+
+def test_listing_parameters_refuse_what_the_database_cannot_take():
+    for params in ({"account": "a\x00b"}, {"partition": "\x00"}, {"limit": "0"}, {"state": "DONE"}):
+        with pytest.raises(RequestInvalid):
+            parse_listing(params)
+    assert parse_listing({"account": "ok", "limit": "5"}).limit == 5

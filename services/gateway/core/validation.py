@@ -234,6 +234,7 @@ def to_spec(
     )
 
 
+NO_NUL = "^[^\x00]*$"  # PostgreSQL's text cannot hold a NUL
 JOB_STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
 MAX_PAGE = 1000
 
@@ -242,8 +243,8 @@ class Listing(msgspec.Struct, kw_only=True):
     """GET /jobs's query parameters."""
 
     state: Literal[JOB_STATES] | None = None  # type: ignore[valid-type]
-    account: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
-    partition: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    account: Annotated[str, Meta(min_length=1, max_length=255, pattern=NO_NUL)] | None = None
+    partition: Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_NUL)] | None = None
     limit: Annotated[int, Meta(ge=1, le=MAX_PAGE)] = 100
     cursor: str | None = None
 
