@@ -158,6 +158,10 @@ class Executor:
             submitted = await self.events.read(entry.job_id)
             if process is not None and submitted is not None and isinstance(submitted.event, JobSubmitted):
                 log.info("job %d still runs (pid %d): reattached", entry.job_id, entry.pid)
+                # Its start may not have been recorded before the last executor stopped (a repeat is harmless).
+                started = JobStarted(job_id=entry.job_id, node=self.node.name, pid=entry.pid,
+                                     started_at=entry.started_at or self.clock())
+                await self.events.publish_until_acked(started, f"started:{entry.job_id}")
                 running = RunningJob()
                 self.running[entry.job_id] = running
                 running.task = asyncio.create_task(
@@ -224,7 +228,10 @@ class Executor:
                 if running := self.running.get(job_id):
                     running.cancel.set()
             case NodeDown(node=node) if node == self.node.name:
-                log.warning("this node was declared down: registering again")
+                # Its jobs are being declared lost: end them first (their reports and the
+                # scheduler's compete for the one end each may have), then take new work.
+                log.warning("this node was declared down: ending its jobs, then registering again")
+                await self.end_running_jobs()
                 await self.register()
             case JobLost(job_id=job_id) if job_id in self.running:
                 # Declared NODE_FAIL while this node was unreachable: end it; its own report of
@@ -287,11 +294,11 @@ class Executor:
                 elapsed = (self.clock() - started_at).total_seconds() if started_at else 0.0
                 remaining = max(0.001, spec.time_limit_s - elapsed) if spec.time_limit_s else 0
                 ended_by = await self._wait(process, running, remaining)
-                if process.returncode is None:  # killed while no executor watched: its end is unknown
-                    result = LOST
-                else:
-                    result = outcome(job_returncode(process.returncode), ended_by, process.last_signal_sent,
-                                     spec.time_limit_s)
+                if process.returncode is None and ended_by is EndedBy.ITSELF:
+                    result = LOST  # it died with its supervising shell while no executor watched
+                else:  # (when we ended it, our signal says how, whatever the shell could record)
+                    returncode = job_returncode(process.returncode) if process.returncode is not None else 0
+                    result = outcome(returncode, ended_by, process.last_signal_sent, spec.time_limit_s)
             except Exception as error:  # a bug: the job must not outlive its report
                 log.exception("job %d: executor failure", job_id)
                 await process.kill()
@@ -358,6 +365,11 @@ class Executor:
                 task.cancel()  # only the watching stops; the journal keeps what the next one needs
             await asyncio.gather(*tasks, return_exceptions=True)
             return
+        await self.end_running_jobs()
+
+    async def end_running_jobs(self) -> None:
+        """End every running job NODE_FAIL (SIGTERM, then SIGKILL after the grace) and wait for the reports."""
+        tasks = [running.task for running in self.running.values() if running.task]
         for running in self.running.values():
             running.shutdown = True
             running.cancel.set()

@@ -17,7 +17,7 @@ import psycopg
 
 from services.projector.adapters.postgres import PostgresReadModel
 from shared.bus import JetStreamEventLog, decode_message
-from shared.events import AnyEvent
+from shared.events import STREAM, AnyEvent
 from shared.rpc import REBUILD_SUBJECT, RebuildReport
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,13 @@ class Projector:
 
     async def run(self) -> None:
         """The live loop, a rebuild first when the schema is of another version, and rebuild requests."""
-        if not await self.model.migrate():
-            log.warning("the read model's schema is of another version: rebuilding it from the log")
-            await self.rebuild()
+        current = await self.model.migrate()
         await self.events.check_not_behind(await self.model.position())
+        if not current:
+            log.warning("the read model's schema is of another version: rebuilding it from the log")
+            report = await self.rebuild(compare=False)
+            if report.error:
+                raise RuntimeError(f"the read model cannot be rebuilt: {report.error}")
 
         async def on_request(msg) -> None:
             try:
@@ -76,8 +79,15 @@ class Projector:
                 await self._apply_until_done(self.model, batch)
                 batch.clear()
 
-    async def rebuild(self) -> RebuildReport:
+    async def rebuild(self, compare: bool = True) -> RebuildReport:
+        """Replay the whole log into a fresh schema and swap it in. With `compare` (a model of the
+        same version is live), the two must be equal at the same log position, else nothing is
+        swapped and the report says so."""
         async with self._rebuilding:
+            first_seq = (await self.events.js.stream_info(STREAM)).state.first_seq
+            if first_seq > 1:
+                return RebuildReport(error=f"the log starts at seq {first_seq} (older events expired): "
+                                           f"a rebuild would lose the jobs before it")
             if self._live is not None and not self._live.done():
                 self._live.cancel()  # each batch is one transaction: a cancelled one rolls back
                 await asyncio.gather(self._live, return_exceptions=True)
@@ -85,13 +95,18 @@ class Projector:
             fresh = PostgresReadModel(self.model.pool, REBUILD_SCHEMA)
             await fresh.drop()
             await fresh.migrate()
-            live_position = await self._position_if_current(self.model)
+            live_position = min(await self._position_if_current(self.model), await self.events.last_seq())
             replayed = await self._replay_into(fresh, 1, live_position)
             equal = None
-            if live_position:  # compare both at the same log position
+            if compare and live_position:  # compare both at the same log position
                 equal = await fresh.checksum() == await self.model.checksum()
                 if not equal:
-                    log.error("the rebuilt read model differs from the live one at seq %d", live_position)
+                    log.error("the rebuilt read model differs from the live one at seq %d: not swapped",
+                              live_position)
+                    await fresh.drop()
+                    return RebuildReport(events=replayed, position=live_position, equal_to_live=False,
+                                         error=f"the rebuilt read model differs from the live one at seq "
+                                               f"{live_position}; the live one is kept")
             replayed += await self._replay_into(fresh, live_position + 1, await self.events.last_seq())
             checksum = await fresh.checksum()
             await fresh.replace(self.model)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from services.scheduler.core.policy import Decision, Policy
 from services.scheduler.core.state import SchedulerState, assume, evolve
-from shared.bus import JetStreamEventLog, decode_message
+from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog, decode_message
 from shared.events import HEARTBEAT_SUBJECT, JobAllocated, NodeDown
 
 log = logging.getLogger(__name__)
@@ -84,22 +84,37 @@ class Scheduler:
             log.info("job %d had ended already: %s not recorded", decision.job_id, type(decision).__name__)
 
     async def watch_heartbeats(self) -> None:
+        """Declare down a node whose heartbeats stopped; never because our own NATS link was down."""
+
         async def on_heartbeat(msg) -> None:
             self.last_heartbeat[msg.subject.rsplit(".", 1)[-1]] = time.monotonic()
 
-        sub = await self.events.nc.subscribe(HEARTBEAT_SUBJECT.format(node="*"), cb=on_heartbeat)
+        nc = self.events.nc
+        sub = await nc.subscribe(HEARTBEAT_SUBJECT.format(node="*"), cb=on_heartbeat)
         try:
             await self.caught_up.wait()
-            started = time.monotonic()
+            heard_since = time.monotonic()  # silence before this does not count
+            reconnects = nc.stats["reconnects"]
             while True:
                 await asyncio.sleep(self.node_timeout_s / 3)
                 now = time.monotonic()
+                if not nc.is_connected or nc.stats["reconnects"] != reconnects:
+                    # Heartbeats could not reach us: start counting again once connected.
+                    reconnects, heard_since = nc.stats["reconnects"], now
+                    continue
                 for node in list(self.state.nodes.values()):
-                    if node.alive and now - self.last_heartbeat.get(node.name, started) > self.node_timeout_s:
-                        log.warning("node %s missed heartbeats for %.0f s: declaring it down", node.name,
-                                    self.node_timeout_s)
-                        down = NodeDown(node=node.name, reason="Not responding", down_at=self.clock())
-                        await self.events.publish_until_acked(down, f"down:{node.name}:{int(now)}")
-                        node.alive = False
+                    silent_since = max(self.last_heartbeat.get(node.name, heard_since), heard_since)
+                    if node.alive and now - silent_since > self.node_timeout_s:
+                        await self.declare_down(node.name, now)
         finally:
             await sub.unsubscribe()
+
+    async def declare_down(self, name: str, now: float) -> None:
+        log.warning("node %s missed heartbeats for %.0f s: declaring it down", name, self.node_timeout_s)
+        down = NodeDown(node=name, reason="Not responding", down_at=self.clock())
+        try:  # one attempt: should NATS be away, the silence is judged again once it is back
+            await self.events.publish(down, f"down:{name}:{int(now)}", timeout=2.0)
+        except NATS_UNAVAILABLE as error:
+            log.warning("NodeDown for %s not published (%s)", name, type(error).__name__)
+            return
+        self.state.nodes[name].alive = False

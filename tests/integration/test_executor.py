@@ -179,3 +179,37 @@ async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_lo
         assert len(await job_events(event_log, job_id, JobFinished)) == 1
     finally:
         await second.stop_jobs()
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+async def test_a_reattached_job_can_still_be_cancelled_or_time_out(event_log, tmp_path, how):
+    first = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
+    consuming = asyncio.create_task(first.consume())
+    limit = 3 if how == "timeout" else 0
+    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 3091\n", time_limit_s=limit))
+    await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
+    consuming.cancel()
+    await first.stop_jobs()
+    second = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
+    await second.recover()
+    consuming = asyncio.create_task(second.consume())
+    try:
+        if how == "cancel":
+            await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
+        end = await eventually(lambda: finished(event_log, job_id), what="the end")
+        assert (end.state, end.exit_code) == ("CANCELLED" if how == "cancel" else "TIMEOUT", "0:15")
+        assert not processes_with("3091")
+    finally:
+        consuming.cancel()
+        await second.stop_jobs()
+
+
+async def test_a_cancelled_job_gets_its_grace_period_to_clean_up(event_log, executor, tmp_path):
+    cwd = tmp_path / "job"
+    script = "trap 'sleep 0.3; echo cleaned > cleaned.txt; exit 0' TERM\nsleep 3092 &\nwait\n"
+    job_id, _ = await submit_and_allocate(event_log, spec(str(cwd), script))
+    await eventually(lambda: processes_with("3092"), what="the job's process")
+    await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
+    end = await eventually(lambda: finished(event_log, job_id), what="the end")
+    assert (end.state, end.exit_code) == ("CANCELLED", "0:15")
+    assert (cwd / "cleaned.txt").read_text() == "cleaned\n"  # not cut short by an early SIGKILL

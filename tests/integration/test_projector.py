@@ -131,9 +131,28 @@ async def test_rebuild_equals_the_live_model_and_a_new_schema_version_rebuilds_a
         task.cancel()
 
 
-async def test_a_log_behind_the_read_model_is_refused_so_job_ids_are_never_reused(event_log, read_model):
+@pytest.mark.parametrize("version", ["current", "older"])
+async def test_a_log_behind_the_read_model_is_refused_so_job_ids_are_never_reused(event_log, read_model, version):
     async with read_model.pool.connection() as conn:
         await conn.execute("update projection set last_seq = 500")  # as if the stream was recreated
+        if version == "older":  # and a rebuild due: it must not wait for events that will never come
+            await conn.execute("update projection set schema_version = -1")
     await event_log.publish(node("n1"))
     with pytest.raises(LogBehindReadModel, match="reuse old ids"):
-        await Projector(event_log, read_model).run()
+        await asyncio.wait_for(Projector(event_log, read_model).run(), 30)
+
+
+async def test_a_rebuild_that_would_lose_history_is_refused_and_the_live_model_kept(event_log, read_model):
+    for _, event in life_of_one_job():
+        await event_log.publish(event)
+    projector = Projector(event_log, read_model)
+    task = asyncio.create_task(projector.run())
+    try:
+        await eventually(lambda: _at(read_model, 4), what="the live projection")
+        before = await snapshot(read_model)
+        await event_log.js.purge_stream("SCNS", seq=3)  # as retention would: seqs 1-2 expire
+        report = await projector.rebuild()
+        assert report.error and "expired" in report.error
+        assert await snapshot(read_model) == before
+    finally:
+        task.cancel()

@@ -238,3 +238,13 @@ def test_a_drained_node_gets_nothing_until_resumed():
     assert run_policy(state) == []
     evolve(state, 5, NodeResumed(node="n1", by="admin", resumed_at=NOW))
     assert [d.job_id for d in run_policy(state)] == [3]
+
+
+def test_an_allocation_stored_after_its_nodes_down_is_lost_on_replay_too():
+    """Decided while the node looked alive, stored just after its NodeDown: a replaying scheduler
+    must end it as the live one does, not leave it placed on a dead node forever."""
+    log = [(1, node("n1")), (2, submitted()), (3, NodeDown(node="n1", reason="x", down_at=NOW)),
+           (4, JobAllocated(job_id=2, node="n1", cpus=1, memory_mb=100, allocated_at=NOW))]
+    state = replay(log)
+    (lost,) = run_policy(state)
+    assert isinstance(lost, JobLost) and lost.job_id == 2 and state.nodes["n1"].used_cpus == 0

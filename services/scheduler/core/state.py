@@ -116,6 +116,8 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
                     node.used_cpus += cpus
                     node.used_memory_mb += memory_mb
                     node.jobs.add(job_id)
+                    if not node.alive:  # decided just before its NodeDown, stored just after it
+                        state.lost[job_id] = name
         case JobCancelled(job_id=job_id):
             state._dequeue(job_id)
             state.cancel_requested.pop(job_id, None)
