@@ -1,4 +1,5 @@
 import asyncio
+from contextlib import asynccontextmanager
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -104,21 +105,28 @@ async def test_an_event_the_read_model_cannot_take_is_set_aside_not_blocking(eve
     assert failures == [(2, "JobSubmitted")] and jobs == [(3,)]
 
 
-async def test_rebuild_equals_the_live_model_and_a_new_schema_version_rebuilds_at_start(event_log, read_model):
+@asynccontextmanager
+async def projecting_one_job(event_log, read_model):
+    """A running projector that has applied the life of one job (4 events)."""
     for _, event in life_of_one_job():
         await event_log.publish(event)
     projector = Projector(event_log, read_model)
     task = asyncio.create_task(projector.run())
     try:
         await eventually(lambda: _at(read_model, 4), what="the live projection")
+        yield projector
+    finally:
+        task.cancel()
+
+
+async def test_rebuild_equals_the_live_model_and_a_new_schema_version_rebuilds_at_start(event_log, read_model):
+    async with projecting_one_job(event_log, read_model) as projector:
         live = await read_model.checksum()
         report = await projector.rebuild()
         assert (report.events, report.position, report.equal_to_live) == (4, 4, True)
         assert await read_model.checksum() == live == report.checksum
         await event_log.publish(JobFinished(job_id=2, node="n1", state="COMPLETED", exit_code="0:0", ended_at=NOW))
         await eventually(lambda: _at(read_model, 5), what="the live projection resumed after the rebuild")
-    finally:
-        task.cancel()
     # A model written by other code (another schema version) is rebuilt when the projector starts.
     async with read_model.pool.connection() as conn:
         await conn.execute("update projection set schema_version = -1, last_seq = 0")
@@ -143,16 +151,9 @@ async def test_a_log_behind_the_read_model_is_refused_so_job_ids_are_never_reuse
 
 
 async def test_a_rebuild_that_would_lose_history_is_refused_and_the_live_model_kept(event_log, read_model):
-    for _, event in life_of_one_job():
-        await event_log.publish(event)
-    projector = Projector(event_log, read_model)
-    task = asyncio.create_task(projector.run())
-    try:
-        await eventually(lambda: _at(read_model, 4), what="the live projection")
+    async with projecting_one_job(event_log, read_model) as projector:
         before = await snapshot(read_model)
         await event_log.js.purge_stream("SCNS", seq=3)  # as retention would: seqs 1-2 expire
         report = await projector.rebuild()
         assert report.error and "expired" in report.error
         assert await snapshot(read_model) == before
-    finally:
-        task.cancel()
