@@ -179,6 +179,9 @@ class Executor:
     def _status_path(self, job_id: int) -> Path:
         return self.node.state_dir / "status" / str(job_id)
 
+    def _script_path(self, job_id: int) -> Path:
+        return self.node.state_dir / "scripts" / f"{job_id}.sh"
+
     # ---- allocations and cancels ---------------------------------------------------------------
 
     async def consume(self) -> None:
@@ -265,10 +268,7 @@ class Executor:
         try:
             process = await self._spawn(job_id, spec)
         except (OSError, ValueError) as error:  # a path or an environment the OS will not take
-            try:
-                await self._finish(job_id, Outcome("FAILED", "127:0", f"Could not start the job: {error}"), None)
-            finally:
-                self.running.pop(job_id, None)
+            await self._end(job_id, Outcome("FAILED", "127:0", f"Could not start the job: {error}"), None)
             return
         started_at = self.clock()
         try:
@@ -278,13 +278,17 @@ class Executor:
         except Exception as error:  # a full disk, say: the job must not outlive its report
             log.exception("job %d: could not record its start", job_id)
             await process.kill()
-            try:
-                await self._finish(job_id, Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: "
-                                                   f"{error}"), started_at)
-            finally:
-                self.running.pop(job_id, None)
+            await self._end(job_id, Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}"),
+                            started_at)
             return
         await self._supervised(job_id, spec, running, process, started_at)
+
+    async def _end(self, job_id: int, result: Outcome, started_at: datetime | None) -> None:
+        """Report the end of a job that is not (or no longer) supervised, and let it go."""
+        try:
+            await self._finish(job_id, result, started_at)
+        finally:
+            self.running.pop(job_id, None)
 
     async def _supervised(self, job_id: int, spec: JobSpec, running: RunningJob, process: JobProcess,
                           started_at: datetime | None) -> None:
@@ -316,7 +320,7 @@ class Executor:
             if not within_roots(str(output), self.node.job_roots):
                 raise OSError(f"output file {output} is outside the job roots of node {self.node.name}")
             output.parent.mkdir(parents=True, exist_ok=True)
-        script_path = self.node.state_dir / "scripts" / f"{job_id}.sh"
+        script_path = self._script_path(job_id)
         script_path.parent.mkdir(exist_ok=True)
         script_path.write_text(spec.script, encoding="utf-8")
         script_path.chmod(0o700)
@@ -353,14 +357,14 @@ class Executor:
 
     def _forget(self, job_id: int) -> None:
         self._journal_path(job_id).unlink(missing_ok=True)
-        (self.node.state_dir / "scripts" / f"{job_id}.sh").unlink(missing_ok=True)
+        self._script_path(job_id).unlink(missing_ok=True)
         self._status_path(job_id).unlink(missing_ok=True)
 
     async def stop_jobs(self) -> None:
         """On shutdown: leave the jobs running for the next executor to reattach to (the default),
         or end them and wait for their reports (KEEP_JOBS_ON_STOP=false, as `up` runs it)."""
-        tasks = [running.task for running in self.running.values() if running.task]
         if self.node.keep_jobs_on_stop:
+            tasks = [running.task for running in self.running.values() if running.task]
             for task in tasks:
                 task.cancel()  # only the watching stops; the journal keeps what the next one needs
             await asyncio.gather(*tasks, return_exceptions=True)
