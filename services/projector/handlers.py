@@ -95,7 +95,7 @@ class Projector:
             fresh = PostgresReadModel(self.model.pool, REBUILD_SCHEMA)
             await fresh.drop()
             await fresh.migrate()
-            live_position = min(await self._position_if_current(self.model), await self.events.last_seq())
+            live_position = min(await self._live_position(self.model), await self.events.last_seq())
             replayed = await self._replay_into(fresh, 1, live_position)
             equal = None
             if compare and live_position:  # compare both at the same log position
@@ -117,8 +117,8 @@ class Projector:
                                  position=await fresh.position(), checksum=checksum, equal_to_live=equal)
 
     @staticmethod
-    async def _position_if_current(model: PostgresReadModel) -> int:
-        """The live model's position, or 0 when it is missing or of another schema version."""
+    async def _live_position(model: PostgresReadModel) -> int:
+        """The live model's position, or 0 when it has no tables yet."""
         try:
             return await model.position()
         except psycopg.errors.UndefinedTable:
