@@ -141,42 +141,51 @@ class JetStreamEventLog:
         if not self.nc.is_closed:
             await self.nc.close()
 
-    async def publish(self, event: Event, msg_id: str | None = None,
-                      timeout: float | None = None) -> tuple[int, bool]:
+    async def publish(self, event: Event, msg_id: str | None = None, timeout: float | None = None,
+                      headers: dict[str, str] | None = None) -> tuple[int, bool]:
         """Append an event; returns (stream sequence, whether it was a duplicate of an earlier one)."""
-        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        ack = await self.js.publish(subject_of(event), encode(event), stream=STREAM, headers=headers,
+        headers = {**({"Nats-Msg-Id": msg_id} if msg_id else {}), **(headers or {})}
+        ack = await self.js.publish(subject_of(event), encode(event), stream=STREAM, headers=headers or None,
                                     timeout=timeout)
         return ack.seq, bool(ack.duplicate)
 
-    async def publish_end(self, event: TerminalEvent, msg_id: str) -> int | None:
-        """Publish a job's end unless it has one already: its sequence, or None when the job has
-        an end already (another's, or this very one when a retry follows a lost ack). JetStream
-        compares and sets, so the log holds exactly one end per job."""
-        headers = {
-            "Nats-Msg-Id": msg_id,
-            "Nats-Expected-Last-Subject-Sequence": "0",
-            "Nats-Expected-Last-Subject-Sequence-Subject": end_of(event.job_id),
-        }
+    async def publish_if_last(self, event: Event, msg_id: str, subject: str, last_seq: int) -> int | None:
+        """Publish only while the last message under `subject` is the one at `last_seq` (0: none
+        yet): the event's sequence, or None when another came first. JetStream compares and sets."""
         try:
-            return await self.publish_until_acked(event, msg_id, headers)
+            return await self.publish_until_acked(event, msg_id, expect_last(subject, last_seq))
         except nats.js.errors.BadRequestError as error:
-            if error.err_code == WRONG_LAST_SEQUENCE:
+            if is_wrong_last_sequence(error):
                 return None
             raise
 
+    async def publish_end(self, event: TerminalEvent, msg_id: str) -> int | None:
+        """Publish a job's end unless it has one already: its sequence, or None when the job has
+        an end already (another's, or this very one when a retry follows a lost ack), so the log
+        holds exactly one end per job."""
+        return await self.publish_if_last(event, msg_id, end_of(event.job_id), 0)
+
     async def publish_until_acked(self, event: Event, msg_id: str, headers: dict[str, str] | None = None) -> int:
-        """Publish a service's decision, retrying through a NATS outage; the msg id makes retries safe."""
-        delay = RETRY_MIN_S
+        """Publish a service's decision, retrying through a NATS outage; the msg id makes retries safe,
+        and past the dedup window a retry first looks whether an earlier attempt landed."""
+        subject, data = subject_of(event), encode(event)
+        delay, retrying = RETRY_MIN_S, False
         while True:
             try:
-                ack = await self.js.publish(subject_of(event), encode(event), stream=STREAM,
-                                            headers=headers or {"Nats-Msg-Id": msg_id})
+                if retrying and (landed := await self.js.get_msg(STREAM, subject=subject)).data == data:
+                    return landed.seq
+            except NotFoundError:
+                pass
+            except NATS_UNAVAILABLE as error:
+                delay = await _wait_to_retry(event, error, delay)
+                continue
+            try:
+                ack = await self.js.publish(subject, data, stream=STREAM,
+                                            headers={"Nats-Msg-Id": msg_id, **(headers or {})})
                 return ack.seq
             except NATS_UNAVAILABLE as error:
-                log.warning("publish of %s failed (%s); retrying in %.1f s", type(event).__name__, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+                retrying = True
+                delay = await _wait_to_retry(event, error, delay)
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(STREAM)
@@ -258,6 +267,21 @@ class JetStreamEventLog:
             finally:
                 if sub is not None:
                     await _quietly(sub.unsubscribe())
+
+
+def expect_last(subject: str, seq: int) -> dict[str, str]:
+    """Headers that make JetStream store a message only if `subject`'s last message is at `seq`."""
+    return {"Nats-Expected-Last-Subject-Sequence": str(seq), "Nats-Expected-Last-Subject-Sequence-Subject": subject}
+
+
+def is_wrong_last_sequence(error: nats.js.errors.BadRequestError) -> bool:
+    return error.err_code == WRONG_LAST_SEQUENCE
+
+
+async def _wait_to_retry(event: Event, error: BaseException, delay: float) -> float:
+    log.warning("publish of %s failed (%s); retrying in %.1f s", type(event).__name__, error, delay)
+    await asyncio.sleep(delay)
+    return min(delay * 2, RETRY_MAX_S)
 
 
 async def _quietly(operation) -> None:

@@ -20,6 +20,8 @@ STREAM_SUBJECTS = ["scns.>"]
 # Control-plane subjects, outside the stream: nothing on them is a fact worth keeping.
 HEARTBEAT_SUBJECT = "scnsctl.heartbeat.{node}"
 LOGS_SUBJECT = "scnsctl.logs.{node}"
+# Answered by the active scheduler (and by one that has just won an election); silence means none.
+ACTIVE_SCHEDULER_SUBJECT = "scnsctl.scheduler.active"
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
@@ -141,11 +143,19 @@ class NodeResumed(Event, frozen=True, kw_only=True):
     resumed_at: datetime
 
 
+class SchedulerElected(Event, frozen=True, kw_only=True):
+    """A scheduler became the active one. Schedulers publish their decisions only while this is
+    still the last election in the log (JetStream compares and sets), so a deposed one cannot write."""
+
+    scheduler: str  # the instance's identity
+    elected_at: datetime
+
+
 JobEvent = JobSubmitted | JobCancelRequested | JobAllocated | JobCancelled | JobStarted | JobFinished | JobLost
 # A job's end: exactly one of these per job, enforced by JetStream (see `end_of`).
 TerminalEvent = JobCancelled | JobFinished | JobLost
 NodeEvent = NodeRegistered | NodeDown | NodeDrained | NodeResumed
-AnyEvent = JobEvent | NodeEvent
+AnyEvent = JobEvent | NodeEvent | SchedulerElected
 
 # The one table of where each event type is published. Executors filter on the trailing node.
 SUBJECTS: dict[type[Event], str] = {
@@ -161,6 +171,7 @@ SUBJECTS: dict[type[Event], str] = {
     NodeDown: "scns.node.{node}.down",
     NodeDrained: "scns.node.{node}.drained",
     NodeResumed: "scns.node.{node}.resumed",
+    SchedulerElected: "scns.scheduler.elected",
 }
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"})

@@ -31,7 +31,6 @@ from shared.embedded import (
     stop_process,
 )
 
-SERVICES = ("projector", "scheduler", "executor", "gateway")
 # Where PostgreSQL keeps its data when run as root and the project folder is out of reach of
 # the unprivileged user (e.g. a checkout in root's mode-700 home). Documented in the README.
 ROOT_PG_BASE = Path("/var/lib/scns-conductor")
@@ -47,6 +46,7 @@ class StackConfig:
     total_cpus: int = 0
     total_memory_mb: int = 0
     kill_grace_seconds: float = 10.0
+    schedulers: int = 1  # more are hot standbys: "scheduler-2", ...
     extra_env: dict[str, str] = field(default_factory=dict)  # more settings for every service
 
     @property
@@ -56,6 +56,11 @@ class StackConfig:
     @property
     def work_dir(self) -> Path:
         return self.home / "work"
+
+    def instances(self) -> list[str]:
+        """The service processes to run, in start order: a name is its module, then "-<n>" for a second copy."""
+        standbys = [f"scheduler-{n}" for n in range(2, self.schedulers + 1)]
+        return ["projector", "scheduler", *standbys, "executor", "gateway"]
 
 
 def pg_base(home: Path) -> Path:
@@ -129,7 +134,7 @@ class Stack:
             base = pg_base(config.home)
             self.postgres = PostgresServer(base / "data", config.pg_port, runtime_dir=base,
                                            log=self.logs / "postgres.log").start()
-            for name in SERVICES:
+            for name in config.instances():
                 self.start_service(name)
             self.wait_healthy()
         except BaseException:
@@ -140,7 +145,7 @@ class Stack:
     def start_service(self, name: str) -> subprocess.Popen:
         with open(self.logs / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], env=self.environment(), stdout=log,
+                [sys.executable, "-m", f"services.{name.split('-')[0]}"], env=self.environment(), stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).resolve().parent.parent,
             )
         self.services[name] = process
@@ -149,10 +154,13 @@ class Stack:
     def stop_service(self, name: str) -> None:
         stop_process(self.services.pop(name, None), timeout=self.config.kill_grace_seconds + 15)
 
-    def restart(self, part: str) -> None:
-        """Stop and start one part (a service, "nats" or "postgres") in place, then wait until healthy."""
-        if part in ("nats", "postgres"):
-            server = self.nats if part == "nats" else self.postgres
+    def restart(self, part: str, kill: bool = False) -> None:
+        """Stop (or SIGKILL, with its process group) one part — a service instance, "nats" or
+        "postgres" — and start it again in place, then wait until the stack is healthy."""
+        server = {"nats": self.nats, "postgres": self.postgres}.get(part)
+        if kill:
+            stop_process(server.process if server else self.services.pop(part), first_signal=signal.SIGKILL)
+        if server:
             server.stop()
             server.start()
         else:

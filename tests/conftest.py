@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from services.scheduler.snapshots import BUCKET as SNAPSHOT_BUCKET
 from shared.bus import JetStreamEventLog
 from shared.embedded import NatsServer, PostgresServer, free_port
 from shared.events import STREAM
@@ -46,12 +47,13 @@ def postgres_server(scratch: Path) -> PostgresServer:
 
 @pytest.fixture
 async def event_log(nats_server: NatsServer) -> JetStreamEventLog:
-    """A connection to a fresh, empty stream."""
+    """A connection to a fresh, empty stream (and no scheduler snapshot of an earlier one)."""
     events = await JetStreamEventLog.connect(nats_server.url, "test")
-    try:
-        await events.js.delete_stream(STREAM)
-    except Exception:
-        pass
+    for stream in (STREAM, f"OBJ_{SNAPSHOT_BUCKET}"):
+        try:
+            await events.js.delete_stream(stream)
+        except Exception:
+            pass
     await events.ensure_stream()
     yield events
     await events.close()

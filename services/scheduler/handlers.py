@@ -1,26 +1,46 @@
-"""The scheduler's adapter loop: fold the log, and after catching up, decide and publish.
+"""The scheduler's adapter loop: fold the log, and when active and caught up, decide and publish.
 
 Event-driven: every event read from the log may change what fits, so a pass runs as soon as
 the reader is at the tip of the log (no polling interval). Node liveness comes from heartbeats
 on core NATS; a node silent for longer than the timeout is declared down (an event).
+
+Several schedulers may run; each folds the whole log (a hot standby), and the one elected last
+in the log is active. Its decisions are published only while its election is still the last
+one (a compare-and-set by JetStream), so a deposed scheduler cannot write. The active one
+answers probes on core NATS; a standby whose probes go unanswered takes over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+import nats
+
 from services.scheduler.core.policy import Decision, Policy
 from services.scheduler.core.state import SchedulerState, assume, evolve
-from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog, decode_message
-from shared.events import HEARTBEAT_SUBJECT, JobAllocated, NodeDown
+from services.scheduler.snapshots import SnapshotStore
+from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog, decode_message, expect_last, is_wrong_last_sequence
+from shared.events import (
+    ACTIVE_SCHEDULER_SUBJECT,
+    HEARTBEAT_SUBJECT,
+    SUBJECTS,
+    JobLost,
+    NodeDown,
+    SchedulerElected,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_PASS = 500
+ELECTIONS = SUBJECTS[SchedulerElected]
+PROBE_TIMEOUT_S = 1.0
 
 
 def utcnow() -> datetime:
@@ -31,26 +51,51 @@ def msg_id_of(decision: Decision) -> str:
     return f"{type(decision).__name__}:{decision.job_id}"
 
 
+def new_identity() -> str:
+    """Unique per process start, even where PIDs repeat (containers)."""
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 class Scheduler:
     def __init__(
         self,
         events: JetStreamEventLog,
         policy: Policy,
         node_timeout_s: float,
+        *,
+        identity: str | None = None,
+        lease_s: float = 3.0,
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int = 10_000,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.events = events
         self.policy = policy
         self.node_timeout_s = node_timeout_s
+        self.identity = identity or new_identity()
+        self.lease_s = lease_s
+        self.snapshots = snapshots
+        self.snapshot_every = snapshot_every
         self.clock = clock
         self.state = SchedulerState()
         self.caught_up = asyncio.Event()
         self.decided_through = 0  # the log position of the last completed pass
+        self.snapshot_seq = 0
+        self.won_election_seq = 0  # an election this scheduler won, perhaps not read back yet
+        self.answering = None  # the subscription answering probes, while active
         self.last_heartbeat: dict[str, float] = {}
 
+    @property
+    def active(self) -> bool:
+        """Elected last, as far as the log has been read; decisions are still fenced at publish."""
+        return self.caught_up.is_set() and self.state.leader == self.identity
+
     async def follow_log(self) -> None:
+        if self.snapshots and (snapshot := await self.snapshots.load()):
+            self.state, self.snapshot_seq = snapshot, snapshot.last_seq
+            log.info("starting from the snapshot at seq %d", snapshot.last_seq)
         target = await self.events.last_seq()
-        if target == 0:
+        if target <= self.state.last_seq:
             self.caught_up.set()
         read_since_pass = 0
         async for msg in self.events.replay(self.state.last_seq + 1):
@@ -67,21 +112,89 @@ class Scheduler:
             read_since_pass += 1
             # At the tip of the log, or at least every so often under a continuous stream of events.
             if self.caught_up.is_set() and (msg.metadata.num_pending == 0 or read_since_pass >= MAX_EVENTS_PER_PASS):
-                await self.schedule()
+                if self.active:
+                    await self.schedule()
+                    await self.snapshot_if_due()
                 read_since_pass = 0
                 self.decided_through = seq
 
     async def schedule(self) -> None:
         """One pass: publish each decision, then take it into the state at once."""
         for decision in self.policy(self.state, self.clock()):
-            await self.publish(decision)
+            if not await self.publish(decision):
+                return
             assume(self.state, decision)
 
-    async def publish(self, decision: Decision) -> None:
-        if isinstance(decision, JobAllocated):
-            await self.events.publish_until_acked(decision, msg_id_of(decision))
-        elif await self.events.publish_end(decision, msg_id_of(decision)) is None:
-            log.info("job %d had ended already: %s not recorded", decision.job_id, type(decision).__name__)
+    async def publish(self, decision: Decision) -> bool:
+        """Publish a decision; False when this scheduler has been deposed (the log did not take it)."""
+        msg_id = msg_id_of(decision)
+        if isinstance(decision, JobLost):
+            # Any scheduler reading the log decides this one alike; only the job's single end is guarded.
+            if await self.events.publish_end(decision, msg_id) is None:
+                log.info("job %d had ended already: its loss not recorded", decision.job_id)
+            return True
+        if await self.events.publish_if_last(decision, msg_id, ELECTIONS, self.state.election_seq) is None:
+            log.warning("deposed: another scheduler was elected after seq %d", self.state.election_seq)
+            return False
+        return True
+
+    async def snapshot_if_due(self) -> None:
+        if self.snapshots and self.state.last_seq - self.snapshot_seq >= self.snapshot_every:
+            if await self.snapshots.save(self.state):
+                self.snapshot_seq = self.state.last_seq
+
+    async def contend(self) -> None:
+        """Answer probes while active; take over when the active scheduler stops answering.
+
+        No responder at all (the active one exited, so NATS dropped its subscription) means
+        taking over at once; a responder that times out (hung) is given `lease_s` first.
+        """
+        unanswered_since: float | None = None
+        await self.caught_up.wait()
+        try:
+            while True:
+                if self.active or self.won_election_seq > self.state.election_seq:
+                    await self.answer_probes(True)
+                else:
+                    await self.answer_probes(False)
+                    try:
+                        await self.events.nc.request(ACTIVE_SCHEDULER_SUBJECT, b"", timeout=PROBE_TIMEOUT_S)
+                        unanswered_since = None
+                    except nats.errors.NoRespondersError:
+                        await self.take_over()
+                    except asyncio.TimeoutError:
+                        unanswered_since = unanswered_since or time.monotonic()
+                        if time.monotonic() - unanswered_since > self.lease_s:
+                            await self.take_over()
+                    except NATS_UNAVAILABLE:
+                        unanswered_since = None  # our own link is down: nothing to judge by
+                await asyncio.sleep(self.lease_s / 4)
+        finally:
+            if not self.events.nc.is_closed:
+                await self.answer_probes(False)
+
+    async def answer_probes(self, answer: bool) -> None:
+        async def on_probe(msg) -> None:
+            await msg.respond(self.identity.encode())
+
+        if answer and self.answering is None:
+            self.answering = await self.events.nc.subscribe(ACTIVE_SCHEDULER_SUBJECT, cb=on_probe)
+        elif not answer and self.answering is not None:
+            await self.answering.unsubscribe()
+            self.answering = None
+
+    async def take_over(self) -> None:
+        """Elect this scheduler, unless someone else was elected after the last election we read."""
+        await self.answer_probes(True)  # before the election lands, so that no other standby contends too
+        expected = self.state.election_seq
+        election = SchedulerElected(scheduler=self.identity, elected_at=self.clock())
+        seq = await self.events.publish_if_last(election, f"elected:{self.identity}:{expected}", ELECTIONS, expected)
+        if seq is None:
+            log.info("another scheduler was elected first")
+            await self.answer_probes(False)
+            return
+        log.info("elected at seq %d: active once the log is read up to there", seq)
+        self.won_election_seq = seq
 
     async def watch_heartbeats(self) -> None:
         """Declare down a node whose heartbeats stopped; never because our own NATS link was down."""
@@ -104,7 +217,7 @@ class Scheduler:
                     continue
                 for node in list(self.state.nodes.values()):
                     silent_since = max(self.last_heartbeat.get(node.name, heard_since), heard_since)
-                    if node.alive and now - silent_since > self.node_timeout_s:
+                    if self.active and node.alive and now - silent_since > self.node_timeout_s:
                         await self.declare_down(node.name, now)
         finally:
             await sub.unsubscribe()
@@ -113,8 +226,14 @@ class Scheduler:
         log.warning("node %s missed heartbeats for %.0f s: declaring it down", name, self.node_timeout_s)
         down = NodeDown(node=name, reason="Not responding", down_at=self.clock())
         try:  # one attempt: should NATS be away, the silence is judged again once it is back
-            await self.events.publish(down, f"down:{name}:{int(now)}", timeout=2.0)
+            await self.events.publish(down, f"down:{name}:{int(now)}", timeout=2.0,
+                                      headers=expect_last(ELECTIONS, self.state.election_seq))
         except NATS_UNAVAILABLE as error:
             log.warning("NodeDown for %s not published (%s)", name, type(error).__name__)
+            return
+        except nats.js.errors.BadRequestError as error:
+            if not is_wrong_last_sequence(error):
+                raise
+            log.warning("deposed: NodeDown for %s not published", name)
             return
         self.state.nodes[name].alive = False

@@ -26,6 +26,7 @@ from shared.events import (
     NodeDrained,
     NodeRegistered,
     NodeResumed,
+    SchedulerElected,
 )
 
 
@@ -76,6 +77,8 @@ class SchedulerState:
     cancel_requested: dict[int, str] = field(default_factory=dict)
     # job id -> node: placed on a node declared down, to be ended NODE_FAIL (JobLost)
     lost: dict[int, str] = field(default_factory=dict)
+    leader: str = ""  # the scheduler elected last: the only one whose decisions the log takes
+    election_seq: int = 0  # where that election is in the log; decisions are published only while it is last
     last_seq: int = 0
 
     def pending(self, job_id: int) -> PendingJob | None:
@@ -144,6 +147,8 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
             for job_id, placement in state.placed.items():
                 if placement.node == name:
                     state.lost[job_id] = name
+        case SchedulerElected(scheduler=scheduler) if seq > state.election_seq:
+            state.leader, state.election_seq = scheduler, seq
     state.last_seq = max(state.last_seq, seq)
     return state
 
