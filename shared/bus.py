@@ -22,7 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from shared.config import Settings
-from shared.events import STREAM, STREAM_SUBJECTS, AnyEvent, Event, TerminalEvent, decode, encode, end_of, subject_of
+from shared.events import STREAM, STREAM_SUBJECTS, AnyEvent, Event, RunEndEvent, decode, encode, end_of, subject_of
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,10 @@ class JetStreamEventLog:
                 return None
             raise
 
-    async def publish_end(self, event: TerminalEvent, msg_id: str) -> int | None:
-        """Publish a job's end unless it has one already: its sequence, or None when the job has
-        an end already (another's, or this very one when a retry follows a lost ack), so the log
-        holds exactly one end per job."""
-        return await self.publish_if_last(event, msg_id, end_of(event.job_id), 0)
+    async def publish_end(self, event: RunEndEvent, msg_id: str, end_after: int = 0) -> int | None:
+        """Publish the end of the job's run that began after `end_after` (see `end_of`), unless that
+        run has ended already: its sequence, or None. So each run, and the job, ends once."""
+        return await self.publish_if_last(event, msg_id, end_of(event.job_id), end_after)
 
     async def publish_until_acked(self, event: Event, msg_id: str, headers: dict[str, str] | None = None) -> int:
         """Publish a service's decision, retrying through a NATS outage; the msg id makes retries safe,

@@ -45,6 +45,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     memory_mb: int = 1024
     exclusive: bool = False
     data_source: str = "API"
+    requeue: bool = False  # lost with its node: queued again (same id) rather than ended NODE_FAIL
 
     @property
     def cpus(self) -> int:
@@ -65,11 +66,16 @@ class JobCancelRequested(Event, frozen=True, kw_only=True):
 
 
 class JobAllocated(Event, frozen=True, kw_only=True):
+    """A run of the job placed on a node. A job runs once, unless requeued (see `JobRequeued`)."""
+
     job_id: int
     node: str
     cpus: int
     memory_mb: int
     allocated_at: datetime
+    # 0 for a job's first run; after a requeue, the sequence of that JobRequeued. The run's end
+    # must be the next event under the job's end subjects (see `end_of`).
+    end_after: int = 0
 
 
 class JobCancelled(Event, frozen=True, kw_only=True):
@@ -110,6 +116,19 @@ class JobLost(Event, frozen=True, kw_only=True):
     node: str
     reason: str
     lost_at: datetime
+    end_after: int = 0  # the run it ends (as in JobAllocated)
+
+
+class JobRequeued(Event, frozen=True, kw_only=True):
+    """A run of a job submitted with `requeue` was lost with its node: the run ends, the job is
+    queued again under its own id (decided by the scheduler). Should the node come back, it
+    kills that run, and its report of the run's end is refused."""
+
+    job_id: int
+    node: str
+    reason: str
+    requeued_at: datetime
+    end_after: int = 0  # the run it ends (as in JobAllocated)
 
 
 class NodeRegistered(Event, frozen=True, kw_only=True):
@@ -151,9 +170,12 @@ class SchedulerElected(Event, frozen=True, kw_only=True):
     elected_at: datetime
 
 
-JobEvent = JobSubmitted | JobCancelRequested | JobAllocated | JobCancelled | JobStarted | JobFinished | JobLost
+JobEvent = (JobSubmitted | JobCancelRequested | JobAllocated | JobCancelled | JobStarted | JobFinished | JobLost
+            | JobRequeued)
 # A job's end: exactly one of these per job, enforced by JetStream (see `end_of`).
 TerminalEvent = JobCancelled | JobFinished | JobLost
+# The end of one run of a job: its terminal event, or a requeue.
+RunEndEvent = TerminalEvent | JobRequeued
 NodeEvent = NodeRegistered | NodeDown | NodeDrained | NodeResumed
 AnyEvent = JobEvent | NodeEvent | SchedulerElected
 
@@ -167,6 +189,7 @@ SUBJECTS: dict[type[Event], str] = {
     JobCancelled: "scns.job.{job_id}.end.cancelled",
     JobFinished: "scns.job.{job_id}.end.finished.{node}",
     JobLost: "scns.job.{job_id}.end.lost.{node}",
+    JobRequeued: "scns.job.{job_id}.end.requeued.{node}",
     NodeRegistered: "scns.node.{node}.registered",
     NodeDown: "scns.node.{node}.down",
     NodeDrained: "scns.node.{node}.drained",
@@ -185,13 +208,21 @@ def subject_of(event: Event) -> str:
     return template.format(job_id=getattr(event, "job_id", ""), node=getattr(event, "node", ""))
 
 
+def run_key(job_id: int, end_after: int) -> str:
+    """Names one run of a job in message ids (a requeued job's next run is another)."""
+    return f"{job_id}:{end_after}" if end_after else str(job_id)
+
+
 def job_subjects(job_id: int) -> str:
     """The filter for every event of one job after its submission."""
     return f"scns.job.{job_id}.>"
 
 
 def end_of(job_id: int) -> str:
-    """The filter of a job's terminal event: at most one message is ever stored under it."""
+    """The filter of the ends of a job's runs: its requeues, then its one terminal event.
+
+    Each run's end is published only if the last message under it is still the one the run
+    began after (`end_after`; 0: none), so each run ends once and the job ends once."""
     return f"scns.job.{job_id}.end.>"
 
 

@@ -1,9 +1,10 @@
 """The executor of one node: registers it, runs the jobs allocated to it, reports how they ended.
 
-It alone decides how a job that reached its node ended. A job is started at most once: a
+It alone decides how a run of a job on its node ended. A run is started at most once: a
 journal entry is written before the process is spawned, so a redelivered allocation (or a
-restart) finds it. Jobs found in the journal after a restart are reported NODE_FAIL and any
-process of theirs still alive is killed (same PID and start time, not a reused PID).
+restart) finds it. After a restart, the jobs in the journal are reattached to (same PID and
+start time, not a reused PID), or their true end is reported; a run that was declared lost or
+requeued meanwhile is killed, and its end is not reported (the log holds one end per run).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from shared.events import (
     JobCancelRequested,
     JobFinished,
     JobLost,
+    JobRequeued,
     JobSpec,
     JobStarted,
     JobSubmitted,
@@ -50,6 +52,7 @@ from shared.events import (
     allocations_for,
     cancel_requests,
     end_of,
+    run_key,
 )
 from shared.paths import resolve_output_path, within_roots
 from shared.rpc import LogReply, LogRequest
@@ -87,10 +90,16 @@ class JournalEntry(msgspec.Struct):
     pid: int = 0  # 0: written before the spawn
     create_time: float = 0.0
     started_at: datetime | None = None
+    end_after: int = 0  # which run of the job (JobAllocated.end_after)
+
+
+class PreviousRunStillEnding(RuntimeError):
+    """A requeued job's next run was allocated here while its previous run here is still being ended."""
 
 
 @dataclass(slots=True)
 class RunningJob:
+    end_after: int = 0  # which run of the job (JobAllocated.end_after)
     cancel: asyncio.Event = field(default_factory=asyncio.Event)  # set by a cancel request or shutdown
     shutdown: bool = False
     task: asyncio.Task | None = None
@@ -150,7 +159,7 @@ class Executor:
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
                 log.error("unreadable journal entry %s (%s): left in place", path, error)
                 continue
-            if await self._already_finished(entry.job_id):
+            if await self._run_ended(entry.job_id, entry.end_after):
                 kill_leftover(entry.pid, entry.create_time)  # declared lost meanwhile, or reported
                 self._forget(entry.job_id)
                 continue
@@ -161,8 +170,8 @@ class Executor:
                 # Its start may not have been recorded before the last executor stopped (a repeat is harmless).
                 started = JobStarted(job_id=entry.job_id, node=self.node.name, pid=entry.pid,
                                      started_at=entry.started_at or self.clock())
-                await self.events.publish_until_acked(started, f"started:{entry.job_id}")
-                running = RunningJob()
+                await self.events.publish_until_acked(started, f"started:{run_key(entry.job_id, entry.end_after)}")
+                running = RunningJob(entry.end_after)
                 self.running[entry.job_id] = running
                 running.task = asyncio.create_task(
                     self._supervised(entry.job_id, submitted.event.spec, running, process, entry.started_at))
@@ -170,11 +179,11 @@ class Executor:
             status = read_status(self._status_path(entry.job_id)) if entry.pid else None
             if status is None:
                 kill_leftover(entry.pid, entry.create_time)
-                await self._finish(entry.job_id, LOST, started_at=entry.started_at)
+                await self._finish(entry.job_id, entry.end_after, LOST, started_at=entry.started_at)
             else:  # it ended by itself while no executor watched: its true end
                 limit = submitted.event.spec.time_limit_s if submitted else 0
-                await self._finish(entry.job_id, outcome(job_returncode(status), EndedBy.ITSELF, 0, limit),
-                                   started_at=entry.started_at)
+                await self._finish(entry.job_id, entry.end_after,
+                                   outcome(job_returncode(status), EndedBy.ITSELF, 0, limit), started_at=entry.started_at)
 
     def _status_path(self, job_id: int) -> Path:
         return self.node.state_dir / "status" / str(job_id)
@@ -193,6 +202,7 @@ class Executor:
                 cancel_requests(),
                 SUBJECTS[NodeDown].format(node=self.node.name),
                 SUBJECTS[JobLost].format(job_id="*", node=self.node.name),
+                SUBJECTS[JobRequeued].format(job_id="*", node=self.node.name),
             ],
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=ALLOCATION_ACK_WAIT_S,
@@ -236,57 +246,72 @@ class Executor:
                 log.warning("this node was declared down: ending its jobs, then registering again")
                 await self.end_running_jobs()
                 await self.register()
-            case JobLost(job_id=job_id) if job_id in self.running:
-                # Declared NODE_FAIL while this node was unreachable: end it; its own report of
-                # the end will be refused (the job has its end already), so nothing is said twice.
-                log.warning("job %d was declared lost while this node was away: killing it", job_id)
-                self.running[job_id].cancel.set()
+            case JobLost(job_id=job_id, end_after=end_after) | JobRequeued(job_id=job_id, end_after=end_after):
+                # Declared lost (or requeued) while this node was unreachable: end that run; its own
+                # report of the end will be refused (the run has its end already), so nothing is said twice.
+                if (running := self.running.get(job_id)) and running.end_after == end_after:
+                    log.warning("job %d was declared lost while this node was away: killing it", job_id)
+                    running.cancel.set()
 
     async def start(self, allocation: JobAllocated) -> None:
-        job_id = allocation.job_id
-        if job_id in self.running or self._journal_path(job_id).exists():
-            return  # a redelivered allocation: the job was already started here
-        if await self._already_finished(job_id):
-            return  # already reported (the journal entry goes once the report is acked)
+        job_id, end_after = allocation.job_id, allocation.end_after
+        here = self._run_here(job_id)
+        if here == end_after:
+            return  # a redelivered allocation: this run was already started here
+        if await self._run_ended(job_id, end_after):
+            return  # already reported (the journal entry goes once the report is acked), or requeued
+        if here is not None:
+            raise PreviousRunStillEnding(f"job {job_id}: its previous run here is still being ended")
         submitted = await self.events.read(job_id)
         if submitted is None or not isinstance(submitted.event, JobSubmitted):
             raise LookupError(f"allocation of job {job_id} names no submission in the log")
         if await self.events.last_on(SUBJECTS[JobCancelRequested].format(job_id=job_id)) is not None:
             # Cancelled while it was being allocated: it ends here without running.
-            await self._finish(job_id, Outcome("CANCELLED", "0:0", None), started_at=None)
+            await self._finish(job_id, end_after, Outcome("CANCELLED", "0:0", None), started_at=None)
             return
-        self._write_journal(JournalEntry(job_id=job_id))
-        running = RunningJob()
+        self._write_journal(JournalEntry(job_id=job_id, end_after=end_after))
+        running = RunningJob(end_after)
         self.running[job_id] = running
         running.task = asyncio.create_task(self._run(job_id, submitted.event.spec, running))
 
-    async def _already_finished(self, job_id: int) -> bool:
-        return await self.events.last_on(end_of(job_id)) is not None
+    def _run_here(self, job_id: int) -> int | None:
+        """Which run of the job this node has (running, or journaled by an earlier executor), if any."""
+        if (running := self.running.get(job_id)) is not None:
+            return running.end_after
+        try:
+            return msgspec.json.decode(self._journal_path(job_id).read_bytes(), type=JournalEntry).end_after
+        except FileNotFoundError:
+            return None
+
+    async def _run_ended(self, job_id: int, end_after: int) -> bool:
+        """Whether that run of the job has its end in the log: anything after the event it began after."""
+        last_end = await self.events.last_on(end_of(job_id))
+        return last_end is not None and last_end.seq != end_after
 
     async def _run(self, job_id: int, spec: JobSpec, running: RunningJob) -> None:
         """Start the job, then supervise it to its end."""
         try:
             process = await self._spawn(job_id, spec)
         except (OSError, ValueError) as error:  # a path or an environment the OS will not take
-            await self._end(job_id, Outcome("FAILED", "127:0", f"Could not start the job: {error}"), None)
+            await self._end(job_id, running, Outcome("FAILED", "127:0", f"Could not start the job: {error}"), None)
             return
         started_at = self.clock()
         try:
-            self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at))
+            self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at, running.end_after))
             started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at)
-            await self.events.publish_until_acked(started, f"started:{job_id}")
+            await self.events.publish_until_acked(started, f"started:{run_key(job_id, running.end_after)}")
         except Exception as error:  # a full disk, say: the job must not outlive its report
             log.exception("job %d: could not record its start", job_id)
             await process.kill()
-            await self._end(job_id, Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}"),
-                            started_at)
+            await self._end(job_id, running,
+                            Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}"), started_at)
             return
         await self._supervised(job_id, spec, running, process, started_at)
 
-    async def _end(self, job_id: int, result: Outcome, started_at: datetime | None) -> None:
+    async def _end(self, job_id: int, running: RunningJob, result: Outcome, started_at: datetime | None) -> None:
         """Report the end of a job that is not (or no longer) supervised, and let it go."""
         try:
-            await self._finish(job_id, result, started_at)
+            await self._finish(job_id, running.end_after, result, started_at)
         finally:
             self.running.pop(job_id, None)
 
@@ -307,7 +332,7 @@ class Executor:
                 log.exception("job %d: executor failure", job_id)
                 await process.kill()
                 result = Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}")
-            await self._finish(job_id, result, started_at)
+            await self._finish(job_id, running.end_after, result, started_at)
         finally:
             self.running.pop(job_id, None)
 
@@ -345,13 +370,13 @@ class Executor:
             return EndedBy.TIMEOUT
         return EndedBy.SHUTDOWN if running.shutdown else EndedBy.CANCEL
 
-    async def _finish(self, job_id: int, result: Outcome, started_at: datetime | None) -> None:
+    async def _finish(self, job_id: int, end_after: int, result: Outcome, started_at: datetime | None) -> None:
         finished = JobFinished(
             job_id=job_id, node=self.node.name, state=result.state, exit_code=result.exit_code,
             error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(),
         )
-        if await self.events.publish_end(finished, f"finished:{job_id}") is None:
-            log.warning("job %d had its end already (declared lost?): this %s is not recorded", job_id,
+        if await self.events.publish_end(finished, f"finished:{run_key(job_id, end_after)}", end_after) is None:
+            log.warning("job %d: this run had its end already (declared lost?): this %s is not recorded", job_id,
                         result.state)
         self._forget(job_id)
 

@@ -32,8 +32,10 @@ from shared.events import (
     HEARTBEAT_SUBJECT,
     SUBJECTS,
     JobLost,
+    JobRequeued,
     NodeDown,
     SchedulerElected,
+    run_key,
 )
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,12 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class Deposed(Exception):
+    """Another scheduler was elected after this one: the log refused its decision."""
+
+
 def msg_id_of(decision: Decision) -> str:
-    return f"{type(decision).__name__}:{decision.job_id}"
+    return f"{type(decision).__name__}:{run_key(decision.job_id, getattr(decision, 'end_after', 0))}"
 
 
 def new_identity() -> str:
@@ -121,22 +127,28 @@ class Scheduler:
     async def schedule(self) -> None:
         """One pass: publish each decision, then take it into the state at once."""
         for decision in self.policy(self.state, self.clock()):
-            if not await self.publish(decision):
+            try:
+                seq = await self.publish(decision)
+            except Deposed:
+                log.warning("deposed: another scheduler was elected after seq %d", self.state.election_seq)
                 return
-            assume(self.state, decision)
+            if seq is not None:
+                assume(self.state, decision, seq)
 
-    async def publish(self, decision: Decision) -> bool:
-        """Publish a decision; False when this scheduler has been deposed (the log did not take it)."""
+    async def publish(self, decision: Decision) -> int | None:
+        """Publish a decision: its sequence, or None when the run it ends had ended already."""
         msg_id = msg_id_of(decision)
-        if isinstance(decision, JobLost):
-            # Any scheduler reading the log decides this one alike; only the job's single end is guarded.
-            if await self.events.publish_end(decision, msg_id) is None:
-                log.info("job %d had ended already: its loss not recorded", decision.job_id)
-            return True
-        if await self.events.publish_if_last(decision, msg_id, ELECTIONS, self.state.election_seq) is None:
-            log.warning("deposed: another scheduler was elected after seq %d", self.state.election_seq)
-            return False
-        return True
+        if isinstance(decision, (JobLost, JobRequeued)):
+            # Any scheduler reading the log decides these alike; only the run's single end is guarded.
+            seq = await self.events.publish_end(decision, msg_id, decision.end_after)
+            if seq is None:
+                log.info("job %d: its run had ended already; %s not recorded", decision.job_id,
+                         type(decision).__name__)
+            return seq
+        seq = await self.events.publish_if_last(decision, msg_id, ELECTIONS, self.state.election_seq)
+        if seq is None:
+            raise Deposed
+        return seq
 
     async def snapshot_if_due(self) -> None:
         if self.snapshots and self.state.last_seq - self.snapshot_seq >= self.snapshot_every:

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from shared.events import JobAllocated, JobCancelled, JobFinished, JobLost, JobStarted
+from shared.events import JobAllocated, JobCancelled, JobFinished, JobLost, JobRequeued, JobStarted
 
 from ..conftest import eventually
 from ..integration.helpers import all_events, processes_with
@@ -148,6 +148,28 @@ async def test_a_node_that_stops_answering_fails_its_jobs_once_and_kills_them_wh
     assert [type(e).__name__ for e in ends] == ["JobLost"]
     after = await submit(api, job(stack, "echo back\n"))
     assert (await until_state(api, after, TERMINAL))["job_log"]["stdout"] == "back\n"
+
+
+async def test_a_job_submitted_with_requeue_runs_again_when_its_node_comes_back(api, stack, log):
+    marker = stack.config.work_dir / "e2e" / "requeue-first-run"
+    script = f"echo run >> requeue-runs.txt\nif [ -e {marker} ]; then exit 0; fi\ntouch {marker}\nsleep 3062\n"
+    job_id = await submit(api, job(stack, script, time_limit="5", requeue=True))
+    await until_state(api, job_id, {"RUNNING"})
+    os.kill(stack.services["executor"].pid, signal.SIGKILL)  # the node goes silent; its job runs on
+
+    async def requeued():
+        body = (await api.get(f"/jobs/query/{job_id}")).json()
+        return body["state"] == "PENDING" and body["detail"]["restarts"] == 1 and body
+
+    body = await eventually(requeued, what="the job to be queued again")
+    assert body["detail"]["requeue"] is True and body["detail"]["node_list"] == ""
+    stack.restart("executor")  # the node comes back: the lost run is killed, the job runs again
+    body = await until_state(api, job_id, TERMINAL)
+    assert (body["state"], body["detail"]["restarts"]) == ("COMPLETED", 1) and not processes_with("3062")
+    assert (marker.parent / "requeue-runs.txt").read_text() == "run\nrun\n"
+    ends = [e for _, e in await all_events(log) if getattr(e, "job_id", None) == int(job_id)
+            and isinstance(e, (JobFinished, JobLost, JobCancelled, JobRequeued))]
+    assert [type(e).__name__ for e in ends] == ["JobRequeued", "JobFinished"]
 
 
 async def test_logs_of_an_unreachable_node_are_empty_and_say_so(api, stack):

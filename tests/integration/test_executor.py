@@ -3,7 +3,15 @@ import asyncio
 import pytest
 
 from services.executor.handlers import Executor, NodeConfig
-from shared.events import JobAllocated, JobCancelRequested, JobFinished, JobLost, JobStarted, JobSubmitted
+from shared.events import (
+    JobAllocated,
+    JobCancelRequested,
+    JobFinished,
+    JobLost,
+    JobRequeued,
+    JobStarted,
+    JobSubmitted,
+)
 
 from ..conftest import eventually
 from .helpers import NOW, all_events, processes_with, spec
@@ -144,6 +152,27 @@ async def test_a_failure_while_handling_is_retried_not_fatal(event_log, executor
     job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "echo retried"))
     result = await eventually(lambda: finished(event_log, job_id), what="JobFinished after a redelivery")
     assert failures and result.state == "COMPLETED"
+
+
+async def test_a_requeued_run_is_killed_here_and_the_next_run_of_the_job_runs_here_once(event_log, executor,
+                                                                                       tmp_path):
+    """The node comes back after its job was requeued and placed on it again: the old run is
+    killed, its end refused; the new run starts once the old one is gone, and ends the job."""
+    cwd = tmp_path / "job"
+    script = "echo run >> runs.txt\nif [ -e first ]; then exit 0; fi\ntouch first\nsleep 3025\n"
+    job_id, _ = await submit_and_allocate(event_log, spec(str(cwd), script, requeue=True))
+    await eventually(lambda: job_events(event_log, job_id, JobStarted), what="the first run to start")
+    requeued = JobRequeued(job_id=job_id, node="n1", reason="gone", requeued_at=NOW)
+    requeue_seq = await event_log.publish_end(requeued, f"JobRequeued:{job_id}", 0)
+    # The next run, allocated at once: it must wait for the first run to be ended here.
+    await event_log.publish(JobAllocated(job_id=job_id, node="n1", cpus=1, memory_mb=100, allocated_at=NOW,
+                                         end_after=requeue_seq))
+    end = await eventually(lambda: finished(event_log, job_id), what="the job's end")
+    assert (end.state, end.exit_code) == ("COMPLETED", "0:0") and not processes_with("3025")
+    assert (cwd / "runs.txt").read_text() == "run\nrun\n"
+    ends = [d.event for d in await event_log.history(f"scns.job.{job_id}.end.>")]
+    assert [type(e).__name__ for e in ends] == ["JobRequeued", "JobFinished"]
+    assert len(await job_events(event_log, job_id, JobStarted)) == 2
 
 
 async def test_a_job_declared_lost_while_its_node_was_away_is_killed_and_not_reported_again(event_log, executor,

@@ -1,5 +1,6 @@
 """The fold and the FIFO + First Fit policy, by example and by property."""
 
+import copy
 from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from shared.events import (
     JobCancelRequested,
     JobFinished,
     JobLost,
+    JobRequeued,
     JobSpec,
     JobSubmitted,
     NodeDown,
@@ -31,9 +33,9 @@ def node(name, cpus=2, memory_mb=4096, partitions=("default",)):
                           registered_at=NOW)
 
 
-def submitted(cpus=1, memory_mb=100, partition="default", exclusive=False):
+def submitted(cpus=1, memory_mb=100, partition="default", exclusive=False, requeue=False):
     spec = JobSpec(account="a", name="j", partition=partition, cwd="/w", stdout="o", stderr="e", script="true",
-                   time_limit_s=0, cpus_per_task=cpus, memory_mb=memory_mb, exclusive=exclusive)
+                   time_limit_s=0, cpus_per_task=cpus, memory_mb=memory_mb, exclusive=exclusive, requeue=requeue)
     return JobSubmitted(spec=spec, submitted_at=NOW)
 
 
@@ -42,10 +44,11 @@ def finished(job_id, node_name):
 
 
 def run_policy(state):
-    """One pass, its decisions assumed into the state (what the adapter does)."""
+    """One pass, its decisions assumed into the state (what the adapter does), as if they were
+    the next events of the log."""
     decisions = fifo_first_fit(state, NOW)
-    for decision in decisions:
-        assume(state, decision)
+    for offset, decision in enumerate(decisions, start=1):
+        assume(state, decision, state.last_seq + offset)
     return decisions
 
 
@@ -121,7 +124,8 @@ def test_a_decision_read_back_from_the_log_changes_nothing():
 
 # ---- properties ----------------------------------------------------------------------------
 
-job_requests = st.tuples(st.integers(1, 4), st.integers(1, 3000), st.sampled_from(["default", "gpu"]), st.booleans())
+job_requests = st.tuples(st.integers(1, 4), st.integers(1, 3000), st.sampled_from(["default", "gpu"]), st.booleans(),
+                         st.booleans())
 node_sizes = st.tuples(st.integers(1, 8), st.integers(500, 8000), st.sampled_from([("default",), ("gpu",), ("default", "gpu")]))
 
 
@@ -158,8 +162,7 @@ def build_log(nodes, steps, races=()):
         append(node(f"n{index}", cpus, memory, partitions))
     for step, (kind, arg) in enumerate(steps):
         if kind == "submit":
-            cpus, memory, partition, exclusive = arg
-            append(submitted(cpus, memory, partition, exclusive))
+            append(submitted(*arg))
         elif kind == "finish" and state.placed:
             job_id = sorted(state.placed)[arg % len(state.placed)]
             append(finished(job_id, state.placed[job_id].node))
@@ -171,9 +174,10 @@ def build_log(nodes, steps, races=()):
             append(NodeDown(node=f"n{arg % len(nodes)}", reason="Not responding", down_at=NOW))
         elif kind == "schedule":
             decisions = fifo_first_fit(state, NOW)
-            for decision in decisions:
-                assume(state, decision)
-            if decisions and step < len(races):
+            race = bool(decisions) and step < len(races)
+            for offset, decision in enumerate(decisions, start=1 + race):  # the seq each will be stored at
+                assume(state, decision, seq + offset)
+            if race:
                 target = decisions[races[step] % len(decisions)].job_id
                 append(JobCancelRequested(job_id=target, requested_at=NOW))
             for decision in decisions:
@@ -280,3 +284,31 @@ def test_the_last_election_in_the_log_names_the_leader():
     assert (state.leader, state.election_seq) == ("b", 2)
     evolve(state, 1, SchedulerElected(scheduler="a", elected_at=NOW))  # read again: changes nothing
     assert (state.leader, state.election_seq) == ("b", 2)
+
+
+def test_a_job_submitted_with_requeue_is_queued_again_when_its_node_is_lost():
+    state = replay([(1, node("n1")), (2, node("n2")), (3, submitted(cpus=2, requeue=True)), (4, submitted(cpus=2))])
+    first = run_policy(state)
+    assert [(d.job_id, d.node, d.end_after) for d in first] == [(3, "n1", 0), (4, "n2", 0)]
+    for seq, decision in enumerate(first, start=5):
+        evolve(state, seq, decision)
+    evolve(state, 7, NodeDown(node="n1", reason="x", down_at=NOW))
+    evolve(state, 8, node("n3"))
+    (requeued,) = run_policy(state)  # the lost run ends; the job is pending again, n1 free
+    assert isinstance(requeued, JobRequeued) and (requeued.job_id, requeued.end_after) == (3, 0)
+    assert state.pending(3).end_after == 9 and state.nodes["n1"].used_cpus == 0 and 3 not in state.placed
+    (again,) = run_policy(state)  # its next run begins after the requeue, on a live node
+    assert (again.job_id, again.node, again.end_after) == (3, "n3", 9)
+    # Reading back the requeue and both allocations changes nothing.
+    before = copy.deepcopy(state)
+    for seq, event in [(9, requeued), (10, again), (5, first[0])]:
+        evolve(state, seq, event)
+    before.last_seq = 10  # only the read position moves
+    assert state == before
+
+
+def test_a_job_without_requeue_lost_with_its_node_ends_node_fail():
+    state = replay([(1, node("n1")), (2, submitted()), (3, NodeDown(node="n1", reason="x", down_at=NOW))])
+    evolve(state, 4, JobAllocated(job_id=2, node="n1", cpus=1, memory_mb=100, allocated_at=NOW))
+    (lost,) = run_policy(state)
+    assert isinstance(lost, JobLost) and lost.end_after == 0 and state.pending(2) is None

@@ -40,6 +40,7 @@ class JobRequest(msgspec.Struct, kw_only=True):
     cpus_per_task: Annotated[int, Meta(ge=1)] = 1
     memory_per_node: Annotated[str, Meta(max_length=20, pattern=r"^[0-9]+[KMGTkmgt]?$")] = "1G"
     exclusive: bool = False
+    requeue: bool = False  # new: queued again (same id) if its node is lost, instead of NODE_FAIL
 
 
 class SubmitRequest(msgspec.Struct, kw_only=True):
@@ -231,6 +232,7 @@ def to_spec(
         stdout=job.standard_output, stderr=job.standard_error, script=request.script,
         time_limit_s=time_limit_s, environment=job.environment, ntasks_per_node=job.ntasks_per_node,
         cpus_per_task=job.cpus_per_task, memory_mb=memory_mb, exclusive=job.exclusive, data_source=data_source,
+        requeue=job.requeue,
     )
 
 

@@ -30,6 +30,8 @@ class JobRecord(msgspec.Struct, kw_only=True):
     exclusive: bool
     data_source: str
     submit_time: datetime
+    requeue: bool = False
+    restarts: int = 0
     node: str = ""
     allocated_cpus: int = 0
     exit_code: str = ":"
@@ -45,7 +47,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
             cwd=spec.cwd, stdout_path=resolve_output_path(spec.cwd, spec.stdout, job_id),
             stderr_path=resolve_output_path(spec.cwd, spec.stderr, job_id), ntasks_per_node=spec.ntasks_per_node,
             cpus_per_task=spec.cpus_per_task, time_limit_s=spec.time_limit_s, exclusive=spec.exclusive,
-            data_source=spec.data_source, submit_time=submitted_at,
+            data_source=spec.data_source, submit_time=submitted_at, requeue=spec.requeue,
         )
 
 
@@ -83,7 +85,8 @@ def query_response(job: JobRecord, stdout: str, stderr: str, reason: str, now: d
         detail=wire.JobDetail(
             job_name=job.name, user=job.account, partition=job.partition, allocated_cpus=requested_cpus(job),
             allocated_nodes=1, node_list=job.node, exit_code=job.exit_code, work_dir=job.cwd,
-            data_source=job.data_source, account=job.account, reason=reason,
+            data_source=job.data_source, account=job.account, reason=reason, requeue=job.requeue,
+            restarts=job.restarts,
         ),
     )
 

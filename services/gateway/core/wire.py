@@ -46,6 +46,8 @@ class JobDetail(Wire):
     data_source: str
     account: str
     reason: str
+    requeue: bool  # new: submitted with requeue
+    restarts: int  # new: how many times it was requeued (Slurm's Restarts)
 
 
 class QueryResponse(Wire):

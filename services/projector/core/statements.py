@@ -13,6 +13,7 @@ from shared.events import (
     JobCancelRequested,
     JobFinished,
     JobLost,
+    JobRequeued,
     JobStarted,
     JobSubmitted,
     NodeDown,
@@ -32,13 +33,13 @@ def statements(seq: int, event: AnyEvent) -> list[Statement]:
         case JobSubmitted(spec=spec, submitted_at=at):
             return [(
                 "insert into jobs (job_id, name, account, partition, state, cwd, stdout_path, stderr_path,"
-                " ntasks_per_node, cpus_per_task, memory_mb, time_limit_s, exclusive, data_source, submit_time)"
-                " values (%s, %s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ntasks_per_node, cpus_per_task, memory_mb, time_limit_s, exclusive, data_source, requeue,"
+                " submit_time) values (%s, %s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " on conflict (job_id) do nothing",
                 (seq, spec.name, spec.account, spec.partition, spec.cwd,
                  resolve_output_path(spec.cwd, spec.stdout, seq), resolve_output_path(spec.cwd, spec.stderr, seq),
                  spec.ntasks_per_node, spec.cpus_per_task, spec.memory_mb, spec.time_limit_s, spec.exclusive,
-                 spec.data_source, at),
+                 spec.data_source, spec.requeue, at),
             )]
         case JobCancelRequested(job_id=job_id):
             return [("update jobs set cancel_requested = true where job_id = %s", (job_id,))]
@@ -52,9 +53,10 @@ def statements(seq: int, event: AnyEvent) -> list[Statement]:
         case JobCancelled(job_id=job_id, cancelled_at=at, reason=reason):
             return [(f"update jobs set state = 'CANCELLED', exit_code = '0:0', end_time = %s, error_msg = %s"
                      f" where job_id = %s and {NOT_TERMINAL}", (at, reason or None, job_id))]
-        case JobStarted(job_id=job_id, started_at=at):
-            return [("update jobs set state = 'RUNNING', start_time = %s where job_id = %s and state = 'PENDING'",
-                     (at, job_id))]
+        case JobStarted(job_id=job_id, node=node, started_at=at):
+            # The node's check leaves out a late report from a run that was requeued meanwhile.
+            return [("update jobs set state = 'RUNNING', start_time = %s"
+                     " where job_id = %s and node = %s and state = 'PENDING'", (at, job_id, node))]
         case JobFinished(job_id=job_id, state=state, exit_code=exit_code, error_msg=error, started_at=started,
                          ended_at=ended):
             return [
@@ -68,6 +70,12 @@ def statements(seq: int, event: AnyEvent) -> list[Statement]:
                 _free_node_of(job_id),
                 (f"update jobs set state = 'NODE_FAIL', exit_code = '0:9', error_msg = %s, end_time = %s"
                  f" where job_id = %s and {NOT_TERMINAL}", (reason, at, job_id)),
+            ]
+        case JobRequeued(job_id=job_id):
+            return [
+                _free_node_of(job_id),
+                (f"update jobs set state = 'PENDING', node = '', allocated_cpus = 0, allocated_memory_mb = 0,"
+                 f" start_time = null, restarts = restarts + 1 where job_id = %s and {NOT_TERMINAL}", (job_id,)),
             ]
         case NodeRegistered(node=node, cpus=cpus, memory_mb=memory_mb, partitions=partitions, arch=arch,
                             registered_at=at):

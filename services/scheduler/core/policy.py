@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.scheduler.core.state import Node, PendingJob, SchedulerState
-from shared.events import JobAllocated, JobCancelled, JobLost
+from shared.events import JobAllocated, JobCancelled, JobLost, JobRequeued
 
-Decision = JobAllocated | JobCancelled | JobLost
+Decision = JobAllocated | JobCancelled | JobLost | JobRequeued
 LOST_REASON = "Node {node} stopped answering while it held the job"
 Policy = Callable[[SchedulerState, datetime], list[Decision]]
 
@@ -43,12 +43,18 @@ def fits(node: Node, job: PendingJob, planned: _Planned) -> bool:
 
 
 def endings(state: SchedulerState, now: datetime) -> list[Decision]:
-    """The jobs the scheduler ends itself: cancelled before they started, or lost with their node."""
-    cancelled = [JobCancelled(job_id=job_id, cancelled_at=now, reason=reason)
-                 for job_id, reason in sorted(state.cancel_requested.items())]
-    lost = [JobLost(job_id=job_id, node=node, reason=LOST_REASON.format(node=node), lost_at=now)
-            for job_id, node in sorted(state.lost.items())]
-    return cancelled + lost
+    """The runs the scheduler ends itself: cancelled before they started, or lost with their node
+    (the job queued again when submitted with `requeue`)."""
+    decisions: list[Decision] = [JobCancelled(job_id=job_id, cancelled_at=now, reason=reason)
+                                 for job_id, reason in sorted(state.cancel_requested.items())]
+    for job_id, node in sorted(state.lost.items()):
+        run, reason = state.placed[job_id].job, LOST_REASON.format(node=node)
+        if run.requeue:
+            decisions.append(JobRequeued(job_id=job_id, node=node, reason=reason, requeued_at=now,
+                                         end_after=run.end_after))
+        else:
+            decisions.append(JobLost(job_id=job_id, node=node, reason=reason, lost_at=now, end_after=run.end_after))
+    return decisions
 
 
 def fifo_first_fit(state: SchedulerState, now: datetime) -> list[Decision]:
@@ -66,9 +72,8 @@ def fifo_first_fit(state: SchedulerState, now: datetime) -> list[Decision]:
             cpus, memory_mb = request_of(node, job)
             taken = planned[node.name]
             taken.cpus, taken.memory_mb, taken.jobs = taken.cpus + cpus, taken.memory_mb + memory_mb, taken.jobs + 1
-            decisions.append(
-                JobAllocated(job_id=job.job_id, node=node.name, cpus=cpus, memory_mb=memory_mb, allocated_at=now)
-            )
+            decisions.append(JobAllocated(job_id=job.job_id, node=node.name, cpus=cpus, memory_mb=memory_mb,
+                                          allocated_at=now, end_after=job.end_after))
     return decisions
 
 

@@ -9,7 +9,7 @@ at once ("state plus the plan so far") and again when they come back from the lo
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import reduce
 
@@ -20,6 +20,7 @@ from shared.events import (
     JobCancelRequested,
     JobFinished,
     JobLost,
+    JobRequeued,
     JobStarted,
     JobSubmitted,
     NodeDown,
@@ -58,6 +59,8 @@ class PendingJob:
     cpus: int
     memory_mb: int
     exclusive: bool
+    requeue: bool = False
+    end_after: int = 0  # the JobRequeued its next run begins after (0: its first run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,7 @@ class Placement:
     node: str
     cpus: int
     memory_mb: int
+    job: PendingJob  # what it was, to queue it again should the run be requeued
 
 
 @dataclass(slots=True)
@@ -93,6 +97,23 @@ class SchedulerState:
                 return queue.pop(job_id)
         return None
 
+    def _enqueue(self, job: PendingJob) -> None:
+        """Queue a job in its place by submission order (a requeued job goes back where it was)."""
+        queue = self.queues.setdefault(job.partition, {})
+        queue[job.job_id] = job
+        if any(other > job.job_id for other in queue):
+            self.queues[job.partition] = dict(sorted(queue.items()))
+
+    def _unplace(self, job_id: int) -> Placement | None:
+        """Free what a job's run held on its node."""
+        self.lost.pop(job_id, None)
+        placement = self.placed.pop(job_id, None)
+        if placement and (node := self.nodes.get(placement.node)):
+            node.used_cpus -= placement.cpus
+            node.used_memory_mb -= placement.memory_mb
+            node.jobs.discard(job_id)
+        return placement
+
 
 LATE_SUBMISSION = "The submission reached the log after the gateway had answered 503: withdrawn"
 
@@ -103,18 +124,20 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
         case JobSubmitted(spec=spec, accept_until=accept_until):
             if seq > state.last_seq:
                 state.queues.setdefault(spec.partition, {})[seq] = PendingJob(
-                    seq, spec.partition, spec.cpus, spec.memory_mb, spec.exclusive
+                    seq, spec.partition, spec.cpus, spec.memory_mb, spec.exclusive, spec.requeue
                 )
                 if accept_until is not None and stored_at is not None and stored_at > accept_until:
                     state.cancel_requested[seq] = LATE_SUBMISSION
         case JobCancelRequested(job_id=job_id):
             if state.pending(job_id) is not None:
                 state.cancel_requested.setdefault(job_id, "")
-        case JobAllocated(job_id=job_id, node=name, cpus=cpus, memory_mb=memory_mb):
+        case JobAllocated(job_id=job_id, node=name, cpus=cpus, memory_mb=memory_mb, end_after=end_after):
             # Placed: a cancel request is now its executor's to carry out, not ours.
             state.cancel_requested.pop(job_id, None)
-            if state._dequeue(job_id) is not None:
-                state.placed[job_id] = Placement(name, cpus, memory_mb)
+            job = state.pending(job_id)
+            if job is not None and job.end_after == end_after:
+                state._dequeue(job_id)
+                state.placed[job_id] = Placement(name, cpus, memory_mb, job)
                 if node := state.nodes.get(name):
                     node.used_cpus += cpus
                     node.used_memory_mb += memory_mb
@@ -127,11 +150,12 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
         case JobFinished(job_id=job_id) | JobLost(job_id=job_id):
             state._dequeue(job_id)
             state.cancel_requested.pop(job_id, None)
-            state.lost.pop(job_id, None)
-            if (placement := state.placed.pop(job_id, None)) and (node := state.nodes.get(placement.node)):
-                node.used_cpus -= placement.cpus
-                node.used_memory_mb -= placement.memory_mb
-                node.jobs.discard(job_id)
+            state._unplace(job_id)
+        case JobRequeued(job_id=job_id, end_after=end_after):
+            placement = state.placed.get(job_id)
+            if placement is not None and placement.job.end_after == end_after:
+                state._unplace(job_id)
+                state._enqueue(replace(placement.job, end_after=seq))
         case JobStarted():
             pass
         case NodeRegistered(node=name, cpus=cpus, memory_mb=memory_mb, partitions=partitions):
@@ -158,6 +182,10 @@ def replay(events: Iterable[tuple], state: SchedulerState | None = None) -> Sche
     return reduce(lambda acc, item: evolve(acc, *item), events, state or SchedulerState())
 
 
-def assume(state: SchedulerState, decision: JobAllocated | JobCancelled | JobLost) -> SchedulerState:
-    """Apply a decision already published but not yet read back: the log position stays put."""
-    return evolve(state, state.last_seq, decision)
+def assume(state: SchedulerState, decision: JobAllocated | JobCancelled | JobLost | JobRequeued,
+           seq: int) -> SchedulerState:
+    """Apply a decision published at `seq` but not yet read back: the read position stays put."""
+    read_through = state.last_seq
+    evolve(state, seq, decision)
+    state.last_seq = read_through
+    return state
