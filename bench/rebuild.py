@@ -39,11 +39,11 @@ SPEC = JobSpec(account="bench", name="b", partition="default", cwd="/w", stdout=
 
 
 async def fill(events: JetStreamEventLog, jobs: int) -> None:
-    """Publish the lives of `jobs` jobs, pipelined (publish_async), as fast as JetStream takes them."""
+    """Publish the lives of `jobs` jobs after the log's end, pipelined (publish_async), as fast as
+    JetStream takes them."""
     js = events.nc.jetstream(publish_async_max_pending=4000)
-    await events.publish(NodeRegistered(node="n1", cpus=10**6, memory_mb=10**9, partitions=["default"],
-                                        arch="x86_64", registered_at=NOW))
-    seq = 1
+    seq, _ = await events.publish(NodeRegistered(node="n1", cpus=10**6, memory_mb=10**9, partitions=["default"],
+                                                 arch="x86_64", registered_at=NOW))
     for _ in range(jobs):
         job_id = seq + 1
         life = [JobSubmitted(spec=SPEC, submitted_at=NOW),

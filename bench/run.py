@@ -7,6 +7,7 @@ Measures (each printed as a table row and as the load generator's JSON line):
   drain    N trivial jobs submitted at once until all are terminal (completed jobs/s)
   rebuild  the projector replaying 100,000 events into a fresh read model (events/s)
   durability  JetStream publish rates: one server (default sync, sync always), 3 servers with R3
+  recovery  scheduler catch-up from a snapshot vs from the start; fail-over after a SIGKILL
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ def main() -> int:
     print()
     for data in results.values():
         print(json.dumps(data, ensure_ascii=False))
-    for script, count in (("rebuild.py", rebuild_events), ("durability.py", durability_events)):
-        extra = subprocess.run([sys.executable, str(HERE / script), "--events", str(count)],
+    extras = (("rebuild.py", "--events", str(rebuild_events)),
+              ("durability.py", "--events", str(durability_events)),
+              ("recovery.py", "--events", str(rebuild_events), "--rounds", "2" if args.quick else "5"))
+    for script, *options in extras:
+        extra = subprocess.run([sys.executable, str(HERE / script), *options],
                                capture_output=True, text=True, timeout=1800)
         print(extra.stdout.strip() or extra.stderr.strip())
     return 0
