@@ -40,7 +40,6 @@ class Settings(msgspec.Struct, kw_only=True):
     keep_jobs_on_stop: bool = True  # a stopped executor leaves its jobs running; the next one reattaches
     # Scheduler
     node_timeout_seconds: float = 30.0
-    scheduler_id: str = ""  # empty: host, PID and a random part
     scheduler_lease_seconds: float = 3.0  # a hung active scheduler is replaced after this
     snapshot_every_events: int = 10_000  # the active scheduler snapshots its state this often
 
@@ -82,7 +81,6 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "heartbeat_seconds": ("HEARTBEAT_SECONDS",),
     "keep_jobs_on_stop": ("KEEP_JOBS_ON_STOP",),
     "node_timeout_seconds": ("NODE_TIMEOUT_SECONDS",),
-    "scheduler_id": ("SCHEDULER_ID",),
     "scheduler_lease_seconds": ("SCHEDULER_LEASE_SECONDS",),
     "snapshot_every_events": ("SNAPSHOT_EVERY_EVENTS",),
 }

@@ -16,7 +16,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     events = await JetStreamEventLog.for_service(settings, "scns-scheduler")
     scheduler = Scheduler(
         events, POLICIES["fifo-first-fit"], settings.node_timeout_seconds,
-        identity=settings.scheduler_id or None, lease_s=settings.scheduler_lease_seconds,
+        lease_s=settings.scheduler_lease_seconds,
         snapshots=SnapshotStore(events, settings.stream_replicas), snapshot_every=settings.snapshot_every_events,
     )
     try:

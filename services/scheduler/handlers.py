@@ -58,7 +58,8 @@ def msg_id_of(decision: Decision) -> str:
 
 
 def new_identity() -> str:
-    """Unique per process start, even where PIDs repeat (containers)."""
+    """Unique per process start, even where PIDs repeat (containers): two schedulers sharing one
+    identity would both be active, so it is not configurable."""
     return f"{socket.gethostname().split('.')[0]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
@@ -69,7 +70,6 @@ class Scheduler:
         policy: Policy,
         node_timeout_s: float,
         *,
-        identity: str | None = None,
         lease_s: float = 3.0,
         snapshots: SnapshotStore | None = None,
         snapshot_every: int = 10_000,
@@ -78,7 +78,7 @@ class Scheduler:
         self.events = events
         self.policy = policy
         self.node_timeout_s = node_timeout_s
-        self.identity = identity or new_identity()
+        self.identity = new_identity()
         self.lease_s = lease_s
         self.snapshots = snapshots
         self.snapshot_every = snapshot_every

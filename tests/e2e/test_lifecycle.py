@@ -163,6 +163,8 @@ async def test_a_job_submitted_with_requeue_runs_again_when_its_node_comes_back(
 
     body = await eventually(requeued, what="the job to be queued again")
     assert body["detail"]["requeue"] is True and body["detail"]["node_list"] == ""
+    (node,) = (await api.get("/nodes")).json()["nodes"]
+    assert node["state"] == "DOWN" and node["allocated_cpus"] == 0
     stack.restart("executor")  # the node comes back: the lost run is killed, the job runs again
     body = await until_state(api, job_id, TERMINAL)
     assert (body["state"], body["detail"]["restarts"]) == ("COMPLETED", 1) and not processes_with("3062")
