@@ -163,7 +163,9 @@ class Executor:
                 kill_leftover(entry.pid, entry.create_time)  # declared lost meanwhile, or reported
                 self._forget(entry.job_id)
                 continue
-            process = JobProcess.attach(entry.pid, entry.create_time, self._status_path(entry.job_id))
+            status_path = self._status_path(entry.job_id)
+            process = (JobProcess.attach(entry.pid, entry.create_time, status_path) if entry.pid
+                       else JobProcess.find(status_path))
             submitted = await self.events.read(entry.job_id)
             if process is not None and submitted is not None and isinstance(submitted.event, JobSubmitted):
                 log.info("job %d still runs (pid %d): reattached", entry.job_id, entry.pid)
@@ -176,7 +178,7 @@ class Executor:
                 running.task = asyncio.create_task(
                     self._supervised(entry.job_id, submitted.event.spec, running, process, entry.started_at))
                 continue
-            status = read_status(self._status_path(entry.job_id)) if entry.pid else None
+            status = read_status(status_path)
             if status is None:
                 kill_leftover(entry.pid, entry.create_time)
                 await self._finish(entry.job_id, entry.end_after, LOST, started_at=entry.started_at)

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from services.executor.handlers import Executor, NodeConfig
+from services.executor.handlers import Executor, JournalEntry, NodeConfig
 from shared.events import (
     JobAllocated,
     JobCancelRequested,
@@ -186,10 +186,13 @@ async def test_a_job_declared_lost_while_its_node_was_away_is_killed_and_not_rep
     assert [type(e).__name__ for e in ends] == ["JobLost"]
 
 
+@pytest.mark.parametrize("pid_journaled", [True, False], ids=["pid-journaled", "stopped-right-after-spawn"])
 @pytest.mark.parametrize("ends_while_away", [False, True], ids=["still-running", "ended-while-away"])
-async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_log, tmp_path, ends_while_away):
+async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_log, tmp_path, ends_while_away,
+                                                                        pid_journaled):
     """A job survives a restart of its executor: the next one takes it over and reports how it
-    really ended, whether it still runs then or ended while no executor watched."""
+    really ended, whether it still runs then or ended while no executor watched — even when the
+    executor stopped between spawning it and journaling its PID."""
     first = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
     consuming = asyncio.create_task(first.consume())
     job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 1.5\necho done\nexit 3\n"))
@@ -197,6 +200,8 @@ async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_lo
     consuming.cancel()
     await first.stop_jobs()  # the executor goes; the job stays
     assert await job_events(event_log, job_id, JobFinished) == []
+    if not pid_journaled:
+        first._write_journal(JournalEntry(job_id=job_id))  # as written just before the spawn
     if ends_while_away:
         await eventually(lambda: (tmp_path / "state" / "status" / str(job_id)).exists(), what="the job to end")
     second = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))

@@ -79,6 +79,16 @@ class JobProcess:
 
         return cls(pid, create_time, exited)
 
+    @classmethod
+    def find(cls, status_file: Path) -> JobProcess | None:
+        """The supervising shell of a job whose PID was never journaled (its executor stopped just
+        after spawning it), by its command line, which names the job's own status file."""
+        command = ["/bin/sh", "-c", SUPERVISOR, str(status_file)]
+        for process in psutil.process_iter(["cmdline", "create_time"]):
+            if (process.info["cmdline"] or [])[:4] == command:
+                return cls.attach(process.pid, process.info["create_time"], status_file)
+        return None
+
     async def wait(self) -> int | None:
         if self._done is None:
             self._done = asyncio.ensure_future(self._exited())
