@@ -59,6 +59,10 @@ class JobSubmitted(Event, frozen=True, kw_only=True):
     # (NATS hung, then resumed) is void, and the scheduler cancels it before it can run.
     accept_until: datetime | None = None
 
+    def void_if_stored_at(self, stored_at: datetime | None) -> bool:
+        """Whether this submission, stored at `stored_at`, came after its gateway had given up on it."""
+        return self.accept_until is not None and stored_at is not None and stored_at > self.accept_until
+
 
 class JobCancelRequested(Event, frozen=True, kw_only=True):
     job_id: int

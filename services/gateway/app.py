@@ -112,13 +112,27 @@ class Gateway:
             return pending_reason(job, partition_live=True, jobs_ahead=False)
         return pending_reason(job, self.nodes.partition_live(job.partition), await self.jobs.jobs_ahead(job))
 
-    async def publish(self, event: Event, msg_id: str | None) -> int:
+    async def publish(self, event: Event, msg_id: str | None) -> tuple[int, bool]:
+        """(sequence, whether the msg id had been published already)."""
         # Refuse at once while disconnected: a publish buffered for the reconnect could land
         # after we answered 503, and the client would retry it into a second job.
         if not self.events.nc.is_connected:
             raise DependencyDown("NATS (event log) is unavailable: not connected")
-        seq, _ = await self.nats(self.events.publish(event, msg_id, timeout=PUBLISH_TIMEOUT_S), "event log")
-        return seq
+        return await self.nats(self.events.publish(event, msg_id, timeout=PUBLISH_TIMEOUT_S), "event log")
+
+    async def submit(self, submitted: JobSubmitted, msg_id: str | None) -> int:
+        """Publish a submission; the job id. A retry (same idempotency key) of a submission that
+        reached the log only after we had answered 503 gets a job of its own: that one is void."""
+        job_id, duplicate = await self.publish(submitted, msg_id)
+        while duplicate and msg_id and await self.void_submission(job_id):
+            msg_id = f"{msg_id}:after:{job_id}"  # the same for every later retry: still idempotent
+            job_id, duplicate = await self.publish(submitted, msg_id)
+        return job_id
+
+    async def void_submission(self, job_id: int) -> bool:
+        delivered = await self.nats(self.events.read(job_id), "event log")
+        return (delivered is not None and isinstance(delivered.event, JobSubmitted)
+                and delivered.event.void_if_stored_at(delivered.stored_at))
 
     @staticmethod
     async def nats(operation, what: str):
@@ -160,7 +174,7 @@ async def submit(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     now = utcnow()
     submitted = JobSubmitted(spec=spec, submitted_at=now, accept_until=now + timedelta(seconds=PUBLISH_TIMEOUT_S))
-    job_id = await gateway.publish(submitted, f"submit:{spec.account}:{key}" if key else None)
+    job_id = await gateway.submit(submitted, f"submit:{spec.account}:{key}" if key else None)
     return json_response(wire.SubmitResponse(job_id=str(job_id)), 201)
 
 

@@ -89,10 +89,11 @@ def hung(process):
             os.kill(pid, signal.SIGCONT)
 
 
-async def test_with_nats_hung_a_submit_answered_503_never_runs(api, stack, log):
-    name = f"late-{uuid.uuid4().hex[:6]}"
+async def test_with_nats_hung_a_submit_answered_503_never_runs_and_its_retry_does(api, stack, log):
+    name, key = f"late-{uuid.uuid4().hex[:6]}", {"Idempotency-Key": uuid.uuid4().hex}
+    body = job(stack, "echo ran\n", name=name)
     with hung(stack.nats.process):
-        response, took = await timed(api.post("/jobs/submit", json=job(stack, "touch ran\n", name=name)))
+        response, took = await timed(api.post("/jobs/submit", json=body, headers=key))
         assert response.status_code == 503 and took < QUICKLY_S
     stack.wait_healthy()
 
@@ -100,9 +101,15 @@ async def test_with_nats_hung_a_submit_answered_503_never_runs(api, stack, log):
         return [(seq, e) for seq, e in await all_events(log) if isinstance(e, JobSubmitted) and e.spec.name == name]
 
     ((job_id, _),) = await eventually(landed, what="the buffered submission to land")
-    body = await until_state(api, str(job_id), TERMINAL)
-    assert body["state"] == "CANCELLED" and "503" in body["error_msg"]
+    withdrawn = await until_state(api, str(job_id), TERMINAL)
+    assert withdrawn["state"] == "CANCELLED" and "503" in withdrawn["error_msg"]
     assert not any(isinstance(e, JobStarted) and e.job_id == job_id for _, e in await all_events(log))
+    # The client retries as told (same key): not the void job, a job of its own that runs; and
+    # retrying again still gives that one.
+    retried = (await api.post("/jobs/submit", json=body, headers=key)).json()["job_id"]
+    assert retried != str(job_id)
+    assert (await until_state(api, retried, TERMINAL))["job_log"]["stdout"] == "ran\n"
+    assert (await api.post("/jobs/submit", json=body, headers=key)).json()["job_id"] == retried
 
 
 async def test_with_postgres_hung_queries_answer_503_in_bounded_time(api, stack):

@@ -121,12 +121,12 @@ LATE_SUBMISSION = "The submission reached the log after the gateway had answered
 def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime | None = None) -> SchedulerState:
     """Apply one event, stored in the log at `seq` (at time `stored_at`, when known)."""
     match event:
-        case JobSubmitted(spec=spec, accept_until=accept_until):
+        case JobSubmitted(spec=spec):
             if seq > state.last_seq:
                 state.queues.setdefault(spec.partition, {})[seq] = PendingJob(
                     seq, spec.partition, spec.cpus, spec.memory_mb, spec.exclusive, spec.requeue
                 )
-                if accept_until is not None and stored_at is not None and stored_at > accept_until:
+                if event.void_if_stored_at(stored_at):
                     state.cancel_requested[seq] = LATE_SUBMISSION
         case JobCancelRequested(job_id=job_id):
             if state.pending(job_id) is not None:
