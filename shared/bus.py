@@ -15,7 +15,7 @@ from datetime import datetime
 
 import msgspec
 import nats
-from nats.aio.client import Client
+from nats.aio.client import Client, ServerVersion
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -26,6 +26,9 @@ from shared.events import STREAM, STREAM_SUBJECTS, AnyEvent, Event, RunEndEvent,
 
 log = logging.getLogger(__name__)
 
+# Every end and every scheduler decision is a compare-and-set over another subject than its own
+# (Nats-Expected-Last-Subject-Sequence-Subject), which older servers silently ignore.
+MIN_SERVER_VERSION = (2, 11)
 DUPLICATE_WINDOW_S = 120.0
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code when an expected-last-sequence check fails
 REPLAY_INACTIVE_S = 60.0  # an abandoned reader's consumer disappears after this
@@ -92,6 +95,7 @@ class JetStreamEventLog:
                 await asyncio.sleep(0.25)
         events = cls(nc)
         try:
+            require_server_version(nc.connected_server_version)
             await events.ensure_stream(replicas, max_age_days)
         except BaseException:
             await nc.close()
@@ -266,6 +270,17 @@ class JetStreamEventLog:
             finally:
                 if sub is not None:
                     await _quietly(sub.unsubscribe())
+
+
+def require_server_version(version: ServerVersion) -> None:
+    try:
+        found = (version.major, version.minor)
+    except ValueError:
+        found = (0, 0)
+    if found < MIN_SERVER_VERSION:
+        raise ConnectionError(
+            f"nats-server {version} is too old: SCNS-Conductor needs {'.'.join(map(str, MIN_SERVER_VERSION))} or "
+            f"newer (its compare-and-set publishes use Nats-Expected-Last-Subject-Sequence-Subject)")
 
 
 def expect_last(subject: str, seq: int) -> dict[str, str]:

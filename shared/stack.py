@@ -154,12 +154,17 @@ class Stack:
     def stop_service(self, name: str) -> None:
         stop_process(self.services.pop(name, None), timeout=self.config.kill_grace_seconds + 15)
 
+    def kill(self, part: str) -> None:
+        """SIGKILL one part — a service instance, "nats" or "postgres" — with its process group, as
+        a crash would; `restart` brings it back."""
+        server = {"nats": self.nats, "postgres": self.postgres}.get(part)
+        stop_process(server.process if server else self.services[part], first_signal=signal.SIGKILL)
+
     def restart(self, part: str, kill: bool = False) -> None:
-        """Stop (or SIGKILL, with its process group) one part — a service instance, "nats" or
-        "postgres" — and start it again in place, then wait until the stack is healthy."""
+        """Stop (or SIGKILL) one part and start it again in place, then wait until the stack is healthy."""
         server = {"nats": self.nats, "postgres": self.postgres}.get(part)
         if kill:
-            stop_process(server.process if server else self.services.pop(part), first_signal=signal.SIGKILL)
+            self.kill(part)
         if server:
             server.stop()
             server.start()

@@ -131,6 +131,8 @@ class Scheduler:
                 seq = await self.publish(decision)
             except Deposed:
                 log.warning("deposed: another scheduler was elected after seq %d", self.state.election_seq)
+                if await self.events.last_on(ELECTIONS) is None:
+                    await self.take_over()  # not deposed: our election outlived the log's retention
                 return
             if seq is not None:
                 assume(self.state, decision, seq)
@@ -159,31 +161,52 @@ class Scheduler:
         """Answer probes while active; take over when the active scheduler stops answering.
 
         No responder at all (the active one exited, so NATS dropped its subscription) means
-        taking over at once; a responder that times out (hung) is given `lease_s` first.
+        taking over at once; a responder that times out (hung) is given `lease_s` first. Nothing
+        is judged while this scheduler's own link is down, nor "at once" just after it came back
+        (the active one may not have subscribed again yet).
         """
+        nc = self.events.nc
         unanswered_since: float | None = None
         await self.caught_up.wait()
+        reconnected_at, reconnects = None, nc.stats["reconnects"]
         try:
             while True:
                 if self.active or self.won_election_seq > self.state.election_seq:
                     await self.answer_probes(True)
                 else:
                     await self.answer_probes(False)
-                    try:
-                        await self.events.nc.request(ACTIVE_SCHEDULER_SUBJECT, b"", timeout=PROBE_TIMEOUT_S)
+                    answer = await self.probe()
+                    now = time.monotonic()
+                    if not nc.is_connected or nc.stats["reconnects"] != reconnects:
+                        answer = "unknown"
+                        reconnected_at, reconnects = now, nc.stats["reconnects"]
+                    if answer == "nobody" and reconnected_at is not None and now - reconnected_at < self.lease_s:
+                        answer = "silent"
+                    if answer in ("answered", "unknown"):
                         unanswered_since = None
-                    except nats.errors.NoRespondersError:
+                    elif answer == "nobody":
                         await self.take_over()
-                    except asyncio.TimeoutError:
-                        unanswered_since = unanswered_since or time.monotonic()
-                        if time.monotonic() - unanswered_since > self.lease_s:
+                    else:
+                        unanswered_since = unanswered_since or now
+                        if now - unanswered_since > self.lease_s:
                             await self.take_over()
-                    except NATS_UNAVAILABLE:
-                        unanswered_since = None  # our own link is down: nothing to judge by
                 await asyncio.sleep(self.lease_s / 4)
         finally:
-            if not self.events.nc.is_closed:
+            if not nc.is_closed:
                 await self.answer_probes(False)
+
+    async def probe(self) -> str:
+        """Ask for the active scheduler: "answered", "nobody" (no subscriber), "silent" (no answer
+        in time) or "unknown" (our own link is down)."""
+        try:
+            await self.events.nc.request(ACTIVE_SCHEDULER_SUBJECT, b"", timeout=PROBE_TIMEOUT_S)
+            return "answered"
+        except nats.errors.NoRespondersError:
+            return "nobody"
+        except asyncio.TimeoutError:
+            return "silent"
+        except NATS_UNAVAILABLE:
+            return "unknown"
 
     async def answer_probes(self, answer: bool) -> None:
         async def on_probe(msg) -> None:
@@ -196,11 +219,15 @@ class Scheduler:
             self.answering = None
 
     async def take_over(self) -> None:
-        """Elect this scheduler, unless someone else was elected after the last election we read."""
+        """Elect this scheduler, unless someone else is elected first. The last election in the log
+        (not the last one read: it may have expired) is the one to follow; decisions before it
+        are read before this scheduler acts, since it is active only once it reads its election."""
         await self.answer_probes(True)  # before the election lands, so that no other standby contends too
-        expected = self.state.election_seq
+        last = await self.events.last_on(ELECTIONS)
+        expected = last.seq if last else 0
         election = SchedulerElected(scheduler=self.identity, elected_at=self.clock())
-        seq = await self.events.publish_if_last(election, f"elected:{self.identity}:{expected}", ELECTIONS, expected)
+        attempt = f"elected:{self.identity}:{secrets.token_hex(4)}"  # retried as one, never taken for an old one
+        seq = await self.events.publish_if_last(election, attempt, ELECTIONS, expected)
         if seq is None:
             log.info("another scheduler was elected first")
             await self.answer_probes(False)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import nats
 from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import NotFoundError
 
 from services.scheduler.core.snapshot import decode_snapshot, encode_snapshot
 from services.scheduler.core.state import SchedulerState
-from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog
+from shared.bus import JetStreamEventLog
 from shared.events import STREAM
 
 log = logging.getLogger(__name__)
 
 BUCKET = "SCNS_SNAPSHOTS"
 OBJECT = "scheduler"
+READ_TIMEOUT_S = 60.0
 
 
 class SnapshotStore:
@@ -32,15 +35,16 @@ class SnapshotStore:
         return self._log_id
 
     async def load(self) -> SchedulerState | None:
-        """The last snapshot, if there is a usable one: of this format, of this log, not ahead of it."""
+        """The last snapshot, if there is a usable one: of this format, of this log, not ahead of it.
+        Whatever goes wrong reading it means a full replay, never a failed start."""
         try:
             store = await self.events.js.object_store(BUCKET)
-            data = (await store.get(OBJECT)).data or b""
+            data = (await asyncio.wait_for(store.get(OBJECT), READ_TIMEOUT_S)).data or b""
             state = decode_snapshot(data, await self.log_id())
             last_seq = await self.events.last_seq()
         except NotFoundError:
             return None
-        except NATS_UNAVAILABLE as error:
+        except (nats.errors.Error, asyncio.TimeoutError) as error:
             log.warning("no scheduler snapshot read (%s): replaying the whole log", type(error).__name__)
             return None
         if state is None or state.last_seq > last_seq:
@@ -56,7 +60,8 @@ class SnapshotStore:
                 self._store = await self.events.js.create_object_store(
                     BUCKET, ObjectStoreConfig(storage=StorageType.FILE, replicas=self.replicas))
             await self._store.put(OBJECT, data)
-        except NATS_UNAVAILABLE as error:
+        except (nats.errors.Error, asyncio.TimeoutError) as error:  # the bucket deleted, NATS away, ...
             log.warning("scheduler snapshot at seq %d not stored (%s)", state.last_seq, type(error).__name__)
+            self._store = None
             return False
         return True

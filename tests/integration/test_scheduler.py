@@ -5,6 +5,7 @@ import pytest
 from services.scheduler.core.policy import fifo_first_fit
 from services.scheduler.core.state import SchedulerState, evolve
 from services.scheduler.handlers import Scheduler
+from services.scheduler.snapshots import BUCKET as SNAPSHOT_BUCKET
 from services.scheduler.snapshots import SnapshotStore
 from shared.bus import JetStreamEventLog
 from shared.events import (
@@ -153,13 +154,13 @@ async def test_a_deposed_scheduler_cannot_write_a_decision(event_log, nats_serve
 async def test_a_hung_active_scheduler_is_replaced_after_the_lease(event_log):
     hung = await event_log.nc.subscribe(ACTIVE_SCHEDULER_SUBJECT)  # answers nothing, like a stopped process
     await event_log.publish(SchedulerElected(scheduler="hung", elected_at=NOW))
-    standby = RecordingScheduler(event_log, lease_s=0.5)
+    standby = RecordingScheduler(event_log, lease_s=3.0)  # longer than a probe's timeout
     task = start(standby)
     try:
         await standby.caught_up.wait()
         hung_since = asyncio.get_running_loop().time()
-        await eventually(lambda: standby.active, timeout=10, what="the standby to take over")
-        assert asyncio.get_running_loop().time() - hung_since >= 0.5
+        await eventually(lambda: standby.active, timeout=15, what="the standby to take over")
+        assert asyncio.get_running_loop().time() - hung_since >= 3.0
     finally:
         task.cancel()
         await hung.unsubscribe()
@@ -199,3 +200,25 @@ async def test_a_snapshot_of_another_log_is_ignored(event_log):
     await event_log.ensure_stream()
     await event_log.publish(node("n1"))
     assert await SnapshotStore(event_log).load() is None
+
+
+async def test_an_election_expired_from_the_log_does_not_stop_scheduling(event_log):
+    await event_log.publish(node("n1"))
+    scheduler = RecordingScheduler(event_log)
+    task = await running(scheduler)
+    try:
+        await event_log.js.delete_msg(STREAM, scheduler.state.election_seq)  # as the log's retention would
+        job_id, _ = await event_log.publish(JobSubmitted(spec=spec(), submitted_at=NOW))
+        await eventually(lambda: placed(event_log, job_id), what="the job placed all the same")
+        elections = await event_log.history("scns.scheduler.elected")
+        assert [d.event.scheduler for d in elections] == [scheduler.identity]  # it elected itself again
+    finally:
+        task.cancel()
+
+
+async def test_a_lost_snapshot_bucket_costs_a_snapshot_not_the_scheduler(event_log):
+    store = SnapshotStore(event_log)
+    assert await store.save(SchedulerState(last_seq=0))
+    await event_log.js.delete_object_store(SNAPSHOT_BUCKET)
+    assert not await store.save(SchedulerState(last_seq=0))  # refused, reported, not raised
+    assert await store.save(SchedulerState(last_seq=0))  # and the next one makes the bucket again
