@@ -31,6 +31,7 @@ from services.executor.core.lifecycle import (
     job_environment,
     job_returncode,
     outcome,
+    requeued,
 )
 from services.executor.core.logs import TAIL_THRESHOLD_BYTES, render_log
 from shared.bus import JetStreamEventLog, decode_message
@@ -85,12 +86,20 @@ class NodeConfig:
     keep_jobs_on_stop: bool = True
 
 
+class Run(msgspec.Struct, frozen=True):
+    """One run of a job here: which one (JobAllocated.end_after), and whether the job is to be
+    queued again should the run be lost (its spec's `requeue`)."""
+
+    end_after: int = 0
+    requeue: bool = False
+
+
 class JournalEntry(msgspec.Struct):
     job_id: int
     pid: int = 0  # 0: written before the spawn
     create_time: float = 0.0
     started_at: datetime | None = None
-    end_after: int = 0  # which run of the job (JobAllocated.end_after)
+    run: Run = msgspec.field(default_factory=Run)
 
 
 class PreviousRunStillEnding(RuntimeError):
@@ -99,7 +108,7 @@ class PreviousRunStillEnding(RuntimeError):
 
 @dataclass(slots=True)
 class RunningJob:
-    end_after: int = 0  # which run of the job (JobAllocated.end_after)
+    run: Run = field(default_factory=Run)
     cancel: asyncio.Event = field(default_factory=asyncio.Event)  # set by a cancel request or shutdown
     shutdown: bool = False
     task: asyncio.Task | None = None
@@ -159,7 +168,7 @@ class Executor:
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
                 log.error("unreadable journal entry %s (%s): left in place", path, error)
                 continue
-            if await self._run_ended(entry.job_id, entry.end_after):
+            if await self._run_ended(entry.job_id, entry.run.end_after):
                 kill_leftover(entry.pid, entry.create_time)  # declared lost meanwhile, or reported
                 self._forget(entry.job_id)
                 continue
@@ -172,8 +181,8 @@ class Executor:
                 # Its start may not have been recorded before the last executor stopped (a repeat is harmless).
                 started = JobStarted(job_id=entry.job_id, node=self.node.name, pid=entry.pid,
                                      started_at=entry.started_at or self.clock())
-                await self.events.publish_until_acked(started, f"started:{run_key(entry.job_id, entry.end_after)}")
-                running = RunningJob(entry.end_after)
+                await self.events.publish_until_acked(started, f"started:{run_key(entry.job_id, entry.run.end_after)}")
+                running = RunningJob(entry.run)
                 self.running[entry.job_id] = running
                 running.task = asyncio.create_task(
                     self._supervised(entry.job_id, submitted.event.spec, running, process, entry.started_at))
@@ -181,10 +190,10 @@ class Executor:
             status = read_status(status_path)
             if status is None:
                 kill_leftover(entry.pid, entry.create_time)
-                await self._finish(entry.job_id, entry.end_after, LOST, started_at=entry.started_at)
+                await self._finish(entry.job_id, entry.run, LOST, started_at=entry.started_at)
             else:  # it ended by itself while no executor watched: its true end
                 limit = submitted.event.spec.time_limit_s if submitted else 0
-                await self._finish(entry.job_id, entry.end_after,
+                await self._finish(entry.job_id, entry.run,
                                    outcome(job_returncode(status), EndedBy.ITSELF, 0, limit), started_at=entry.started_at)
 
     def _status_path(self, job_id: int) -> Path:
@@ -251,7 +260,7 @@ class Executor:
             case JobLost(job_id=job_id, end_after=end_after) | JobRequeued(job_id=job_id, end_after=end_after):
                 # Declared lost (or requeued) while this node was unreachable: end that run; its own
                 # report of the end will be refused (the run has its end already), so nothing is said twice.
-                if (running := self.running.get(job_id)) and running.end_after == end_after:
+                if (running := self.running.get(job_id)) and running.run.end_after == end_after:
                     log.warning("job %d was declared lost while this node was away: killing it", job_id)
                     running.cancel.set()
 
@@ -267,21 +276,22 @@ class Executor:
         submitted = await self.events.read(job_id)
         if submitted is None or not isinstance(submitted.event, JobSubmitted):
             raise LookupError(f"allocation of job {job_id} names no submission in the log")
+        run = Run(end_after, submitted.event.spec.requeue)
         if await self.events.last_on(SUBJECTS[JobCancelRequested].format(job_id=job_id)) is not None:
             # Cancelled while it was being allocated: it ends here without running.
-            await self._finish(job_id, end_after, Outcome("CANCELLED", "0:0", None), started_at=None)
+            await self._finish(job_id, run, Outcome("CANCELLED", "0:0", None), started_at=None)
             return
-        self._write_journal(JournalEntry(job_id=job_id, end_after=end_after))
-        running = RunningJob(end_after)
+        self._write_journal(JournalEntry(job_id=job_id, run=run))
+        running = RunningJob(run)
         self.running[job_id] = running
         running.task = asyncio.create_task(self._run(job_id, submitted.event.spec, running))
 
     def _run_here(self, job_id: int) -> int | None:
         """Which run of the job this node has (running, or journaled by an earlier executor), if any."""
         if (running := self.running.get(job_id)) is not None:
-            return running.end_after
+            return running.run.end_after
         try:
-            return msgspec.json.decode(self._journal_path(job_id).read_bytes(), type=JournalEntry).end_after
+            return msgspec.json.decode(self._journal_path(job_id).read_bytes(), type=JournalEntry).run.end_after
         except FileNotFoundError:
             return None
 
@@ -299,9 +309,9 @@ class Executor:
             return
         started_at = self.clock()
         try:
-            self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at, running.end_after))
+            self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at, running.run))
             started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at)
-            await self.events.publish_until_acked(started, f"started:{run_key(job_id, running.end_after)}")
+            await self.events.publish_until_acked(started, f"started:{run_key(job_id, running.run.end_after)}")
         except Exception as error:  # a full disk, say: the job must not outlive its report
             log.exception("job %d: could not record its start", job_id)
             await process.kill()
@@ -313,7 +323,7 @@ class Executor:
     async def _end(self, job_id: int, running: RunningJob, result: Outcome, started_at: datetime | None) -> None:
         """Report the end of a job that is not (or no longer) supervised, and let it go."""
         try:
-            await self._finish(job_id, running.end_after, result, started_at)
+            await self._finish(job_id, running.run, result, started_at)
         finally:
             self.running.pop(job_id, None)
 
@@ -334,7 +344,7 @@ class Executor:
                 log.exception("job %d: executor failure", job_id)
                 await process.kill()
                 result = Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}")
-            await self._finish(job_id, running.end_after, result, started_at)
+            await self._finish(job_id, running.run, result, started_at)
         finally:
             self.running.pop(job_id, None)
 
@@ -372,12 +382,20 @@ class Executor:
             return EndedBy.TIMEOUT
         return EndedBy.SHUTDOWN if running.shutdown else EndedBy.CANCEL
 
-    async def _finish(self, job_id: int, end_after: int, result: Outcome, started_at: datetime | None) -> None:
-        finished = JobFinished(
-            job_id=job_id, node=self.node.name, state=result.state, exit_code=result.exit_code,
-            error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(),
-        )
-        if await self.events.publish_end(finished, f"finished:{run_key(job_id, end_after)}", end_after) is None:
+    async def _finish(self, job_id: int, run: Run, result: Outcome, started_at: datetime | None) -> None:
+        """Report how the run ended: the job's end, or a requeue (lost, and submitted with requeue)."""
+        end: JobFinished | JobRequeued
+        if requeued(result, run.requeue):
+            end = JobRequeued(job_id=job_id, node=self.node.name, reason=result.error_msg or "",
+                              requeued_at=self.clock(), end_after=run.end_after)
+        else:
+            end = JobFinished(
+                job_id=job_id, node=self.node.name, state=result.state, exit_code=result.exit_code,
+                error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(),
+            )
+        # The scheduler names a requeue alike: should both decide it, the log keeps one.
+        msg_id = f"{type(end).__name__}:{run_key(job_id, run.end_after)}"
+        if await self.events.publish_end(end, msg_id, run.end_after) is None:
             log.warning("job %d: this run had its end already (declared lost?): this %s is not recorded", job_id,
                         result.state)
         self._forget(job_id)

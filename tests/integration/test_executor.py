@@ -92,6 +92,14 @@ async def test_a_stopping_executor_ends_its_jobs_and_reports_them_before_it_goes
     assert (end.state, end.exit_code) == ("NODE_FAIL", "0:15") and not processes_with("3022")
 
 
+async def test_a_job_with_requeue_lost_with_its_executor_is_queued_again_not_ended(event_log, executor, tmp_path):
+    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 3026\n", requeue=True))
+    await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
+    await executor.stop_jobs()  # the executor goes and takes its jobs with it: NODE_FAIL, for any other job
+    ends = [d.event for d in await event_log.history(f"scns.job.{job_id}.end.>")]
+    assert [(type(e).__name__, e.end_after) for e in ends] == [("JobRequeued", 0)] and not processes_with("3026")
+
+
 async def test_a_failure_after_the_spawn_kills_the_job_before_reporting_it(event_log, executor, tmp_path,
                                                                           monkeypatch):
     real_publish = executor.events.publish_until_acked

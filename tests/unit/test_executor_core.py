@@ -1,10 +1,12 @@
 from services.executor.core.lifecycle import (
+    LOST,
     LOST_MESSAGE,
     EndedBy,
     command_for,
     job_environment,
     job_returncode,
     outcome,
+    requeued,
 )
 from services.executor.core.logs import TAIL_MARKER, TAIL_THRESHOLD_BYTES, render_log
 from shared.events import JobSpec
@@ -53,3 +55,11 @@ def test_large_logs_show_the_last_1000_lines_after_the_marker():
 
 def test_the_supervising_shells_status_gives_the_jobs_return_code():
     assert [job_returncode(code) for code in (0, 3, 127, 128, 137, 143, 200)] == [0, 3, 127, 128, -9, -15, 200]
+
+
+def test_only_a_lost_run_of_a_job_with_requeue_is_requeued():
+    assert requeued(LOST, requeue=True)
+    assert requeued(outcome(0, EndedBy.SHUTDOWN, 15, 0), requeue=True)
+    assert not requeued(LOST, requeue=False)
+    for ended_by in (EndedBy.ITSELF, EndedBy.CANCEL, EndedBy.TIMEOUT):  # its own end, or ours: final
+        assert not requeued(outcome(1, ended_by, 15, 60), requeue=True)

@@ -95,3 +95,9 @@ def outcome(returncode: int, ended_by: EndedBy, last_signal_sent: int, time_limi
 
 # A job found in the journal after the executor died: its end is unknown.
 LOST = Outcome("NODE_FAIL", "0:9", LOST_MESSAGE)
+
+
+def requeued(result: Outcome, requeue: bool) -> bool:
+    """A run lost with its node or executor (NODE_FAIL) of a job submitted with requeue is not
+    the job's end: the job is queued again."""
+    return requeue and result.state == "NODE_FAIL"
