@@ -95,6 +95,7 @@ class JobStarted(Event, frozen=True, kw_only=True):
     node: str
     pid: int
     started_at: datetime
+    end_after: int = 0  # the run that started (as in JobAllocated)
 
 
 class JobFinished(Event, frozen=True, kw_only=True):

@@ -179,7 +179,7 @@ class Executor:
             if process is not None and submitted is not None and isinstance(submitted.event, JobSubmitted):
                 log.info("job %d still runs (pid %d): reattached", entry.job_id, entry.pid)
                 # Its start may not have been recorded before the last executor stopped (a repeat is harmless).
-                started = JobStarted(job_id=entry.job_id, node=self.node.name, pid=entry.pid,
+                started = JobStarted(job_id=entry.job_id, node=self.node.name, pid=entry.pid, end_after=entry.run.end_after,
                                      started_at=entry.started_at or self.clock())
                 await self.events.publish_until_acked(started, f"started:{run_key(entry.job_id, entry.run.end_after)}")
                 running = RunningJob(entry.run)
@@ -310,7 +310,8 @@ class Executor:
         started_at = self.clock()
         try:
             self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at, running.run))
-            started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at)
+            started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at,
+                                 end_after=running.run.end_after)
             await self.events.publish_until_acked(started, f"started:{run_key(job_id, running.run.end_after)}")
         except Exception as error:  # a full disk, say: the job must not outlive its report
             log.exception("job %d: could not record its start", job_id)

@@ -7,7 +7,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.projector.adapters.postgres import PostgresReadModel
 from services.projector.handlers import Projector
 from shared.bus import LogBehindReadModel
-from shared.events import JobAllocated, JobFinished, JobStarted, JobSubmitted
+from shared.events import JobAllocated, JobFinished, JobRequeued, JobStarted, JobSubmitted
 
 from ..conftest import eventually
 from .helpers import NOW, node, spec
@@ -54,6 +54,24 @@ async def test_events_become_rows_and_a_redelivered_batch_changes_nothing(read_m
     await read_model.apply([(5, finished), (6, finished)])  # again, and once more under a new sequence
     assert await snapshot(read_model) == ([("FAILED", "n1", 3, "3:0")], [("n1", 0, "UP")])
     assert await read_model.position() == 6
+
+
+async def test_a_requeued_job_is_pending_again_and_a_late_start_of_its_old_run_changes_nothing(read_model):
+    old_run = JobStarted(job_id=2, node="n1", pid=1, started_at=NOW)
+    await read_model.apply([
+        *life_of_one_job(),
+        (5, JobRequeued(job_id=2, node="n1", reason="lost", requeued_at=NOW)),
+    ])
+    assert await snapshot(read_model) == ([("PENDING", "", 0, ":")], [("n1", 0, "UP")])
+    await read_model.apply([
+        (6, JobAllocated(job_id=2, node="n1", cpus=3, memory_mb=100, allocated_at=NOW, end_after=5)),
+        (7, old_run),  # delayed by an outage: the first run's start, on the same node
+    ])
+    assert await snapshot(read_model) == ([("PENDING", "n1", 3, ":")], [("n1", 3, "UP")])
+    await read_model.apply([(8, JobStarted(job_id=2, node="n1", pid=2, started_at=NOW, end_after=5))])
+    assert await snapshot(read_model) == ([("RUNNING", "n1", 3, ":")], [("n1", 3, "UP")])
+    async with read_model.pool.connection() as conn:
+        assert await (await conn.execute("select requeue, restarts from jobs")).fetchone() == (False, 1)
 
 
 async def test_a_terminal_state_is_never_overwritten(read_model):

@@ -35,6 +35,7 @@ create table if not exists jobs (
     data_source text not null,
     requeue boolean not null default false,
     restarts int not null default 0,
+    run_after bigint not null default 0,
     node text not null default '',
     allocated_cpus int not null default 0,
     allocated_memory_mb bigint not null default 0,
@@ -71,7 +72,7 @@ create table if not exists projection (
     schema_version int not null
 );
 """
-SCHEMA_VERSION = 3  # bump when SCHEMA or the statements change: the projector then rebuilds
+SCHEMA_VERSION = 4  # bump when SCHEMA or the statements change: the projector then rebuilds
 LIVE_SCHEMA = "scns"
 MIGRATION_LOCK = 7310
 

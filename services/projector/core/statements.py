@@ -43,20 +43,22 @@ def statements(seq: int, event: AnyEvent) -> list[Statement]:
             )]
         case JobCancelRequested(job_id=job_id):
             return [("update jobs set cancel_requested = true where job_id = %s", (job_id,))]
-        case JobAllocated(job_id=job_id, node=node, cpus=cpus, memory_mb=memory_mb):
+        case JobAllocated(job_id=job_id, node=node, cpus=cpus, memory_mb=memory_mb, end_after=end_after):
             return [
                 ("update nodes set allocated_cpus = allocated_cpus + %s, allocated_memory_mb = allocated_memory_mb + %s"
                  " where node_name = %s", (cpus, memory_mb, node)),
-                (f"update jobs set node = %s, allocated_cpus = %s, allocated_memory_mb = %s"
-                 f" where job_id = %s and {NOT_TERMINAL}", (node, cpus, memory_mb, job_id)),
+                (f"update jobs set node = %s, allocated_cpus = %s, allocated_memory_mb = %s, run_after = %s"
+                 f" where job_id = %s and {NOT_TERMINAL}", (node, cpus, memory_mb, end_after, job_id)),
             ]
         case JobCancelled(job_id=job_id, cancelled_at=at, reason=reason):
             return [(f"update jobs set state = 'CANCELLED', exit_code = '0:0', end_time = %s, error_msg = %s"
                      f" where job_id = %s and {NOT_TERMINAL}", (at, reason or None, job_id))]
-        case JobStarted(job_id=job_id, node=node, started_at=at):
-            # The node's check leaves out a late report from a run that was requeued meanwhile.
+        case JobStarted(job_id=job_id, node=node, started_at=at, end_after=end_after):
+            # Only the start of the job's current run: a late report from a run that was requeued
+            # meanwhile changes nothing (its node is no longer the job's, or its run is an older one).
             return [("update jobs set state = 'RUNNING', start_time = %s"
-                     " where job_id = %s and node = %s and state = 'PENDING'", (at, job_id, node))]
+                     " where job_id = %s and node = %s and run_after = %s and state = 'PENDING'",
+                     (at, job_id, node, end_after))]
         case JobFinished(job_id=job_id, state=state, exit_code=exit_code, error_msg=error, started_at=started,
                          ended_at=ended):
             return [
