@@ -22,7 +22,7 @@ import msgspec
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from services.executor.adapters.process import JobProcess, kill_leftover, read_status
+from services.executor.adapters.process import JobProcess, read_status
 from services.executor.core.lifecycle import (
     LOST,
     EndedBy,
@@ -99,7 +99,12 @@ class JournalEntry(msgspec.Struct):
     pid: int = 0  # 0: written before the spawn
     create_time: float = 0.0
     started_at: datetime | None = None
-    run: Run = msgspec.field(default_factory=Run)
+    end_after: int = 0  # which run of the job (JobAllocated.end_after)
+    requeue: bool = False
+
+    @property
+    def run(self) -> Run:
+        return Run(self.end_after, self.requeue)
 
 
 class PreviousRunStillEnding(RuntimeError):
@@ -168,28 +173,37 @@ class Executor:
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
                 log.error("unreadable journal entry %s (%s): left in place", path, error)
                 continue
-            if await self._run_ended(entry.job_id, entry.run.end_after):
-                kill_leftover(entry.pid, entry.create_time)  # declared lost meanwhile, or reported
-                self._forget(entry.job_id)
-                continue
             status_path = self._status_path(entry.job_id)
+            # Its supervising shell if it still runs (the same process, not a reused PID; found by
+            # its command line if the PID was never journaled). Every path giving the run up kills it.
             process = (JobProcess.attach(entry.pid, entry.create_time, status_path) if entry.pid
                        else JobProcess.find(status_path))
+            if process is not None and not entry.pid:
+                entry = JournalEntry(entry.job_id, process.pid, process.create_time,
+                                     datetime.fromtimestamp(process.create_time, timezone.utc), entry.end_after,
+                                     entry.requeue)
+                self._write_journal(entry)
+            if await self._run_ended(entry.job_id, entry.end_after):
+                if process is not None:
+                    await process.kill()  # declared lost or requeued meanwhile, or its end reported
+                self._forget(entry.job_id)
+                continue
             submitted = await self.events.read(entry.job_id)
             if process is not None and submitted is not None and isinstance(submitted.event, JobSubmitted):
                 log.info("job %d still runs (pid %d): reattached", entry.job_id, entry.pid)
                 # Its start may not have been recorded before the last executor stopped (a repeat is harmless).
-                started = JobStarted(job_id=entry.job_id, node=self.node.name, pid=entry.pid, end_after=entry.run.end_after,
-                                     started_at=entry.started_at or self.clock())
-                await self.events.publish_until_acked(started, f"started:{run_key(entry.job_id, entry.run.end_after)}")
+                started = JobStarted(job_id=entry.job_id, node=self.node.name, pid=entry.pid,
+                                     started_at=entry.started_at or self.clock(), end_after=entry.end_after)
+                await self.events.publish_until_acked(started, f"started:{run_key(entry.job_id, entry.end_after)}")
                 running = RunningJob(entry.run)
                 self.running[entry.job_id] = running
                 running.task = asyncio.create_task(
                     self._supervised(entry.job_id, submitted.event.spec, running, process, entry.started_at))
                 continue
+            if process is not None:
+                await process.kill()  # its submission is not to be read: it cannot be supervised
             status = read_status(status_path)
             if status is None:
-                kill_leftover(entry.pid, entry.create_time)
                 await self._finish(entry.job_id, entry.run, LOST, started_at=entry.started_at)
             else:  # it ended by itself while no executor watched: its true end
                 limit = submitted.event.spec.time_limit_s if submitted else 0
@@ -281,7 +295,7 @@ class Executor:
             # Cancelled while it was being allocated: it ends here without running.
             await self._finish(job_id, run, Outcome("CANCELLED", "0:0", None), started_at=None)
             return
-        self._write_journal(JournalEntry(job_id=job_id, run=run))
+        self._write_journal(JournalEntry(job_id=job_id, end_after=run.end_after, requeue=run.requeue))
         running = RunningJob(run)
         self.running[job_id] = running
         running.task = asyncio.create_task(self._run(job_id, submitted.event.spec, running))
@@ -291,7 +305,7 @@ class Executor:
         if (running := self.running.get(job_id)) is not None:
             return running.run.end_after
         try:
-            return msgspec.json.decode(self._journal_path(job_id).read_bytes(), type=JournalEntry).run.end_after
+            return msgspec.json.decode(self._journal_path(job_id).read_bytes(), type=JournalEntry).end_after
         except FileNotFoundError:
             return None
 
@@ -309,7 +323,8 @@ class Executor:
             return
         started_at = self.clock()
         try:
-            self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at, running.run))
+            self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at,
+                                             running.run.end_after, running.run.requeue))
             started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at,
                                  end_after=running.run.end_after)
             await self.events.publish_until_acked(started, f"started:{run_key(job_id, running.run.end_after)}")

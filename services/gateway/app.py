@@ -8,6 +8,7 @@ read model, and the log itself for a job the projection has not reached yet.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import time
@@ -60,6 +61,7 @@ from shared.events import (
     TERMINAL_STATES,
     Event,
     JobCancelRequested,
+    JobSpec,
     JobSubmitted,
     NodeDrained,
     NodeResumed,
@@ -73,6 +75,7 @@ LIVE_SCHEMA = "scns"  # the projector's read model (it owns the schema; we only 
 REBUILD_TIMEOUT_S = 3600.0
 NODES_READY_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 3.0  # then 503; a submission stored later is withdrawn (JobSubmitted.accept_until)
+MAX_VOID_SUBMISSIONS = 3  # attempts at a submission for one request, each void if stored too late
 HEALTH_TIMEOUT_S = 2.0
 MAX_PROJECTION_LAG = 10_000  # events; beyond this /health says the read model is behind
 DASHBOARD_JOBS = 20
@@ -120,14 +123,19 @@ class Gateway:
             raise DependencyDown("NATS (event log) is unavailable: not connected")
         return await self.nats(self.events.publish(event, msg_id, timeout=PUBLISH_TIMEOUT_S), "event log")
 
-    async def submit(self, submitted: JobSubmitted, msg_id: str | None) -> int:
+    async def submit(self, spec: JobSpec, key: str | None) -> int:
         """Publish a submission; the job id. A retry (same idempotency key) of a submission that
         reached the log only after we had answered 503 gets a job of its own: that one is void."""
-        job_id, duplicate = await self.publish(submitted, msg_id)
-        while duplicate and msg_id and await self.void_submission(job_id):
-            msg_id = f"{msg_id}:after:{job_id}"  # the same for every later retry: still idempotent
+        msg_id = submission_msg_id(spec.account, key) if key else None
+        for _ in range(MAX_VOID_SUBMISSIONS):
+            now = utcnow()  # each attempt has its own deadline, as the first one had
+            submitted = JobSubmitted(spec=spec, submitted_at=now,
+                                     accept_until=now + timedelta(seconds=PUBLISH_TIMEOUT_S))
             job_id, duplicate = await self.publish(submitted, msg_id)
-        return job_id
+            if not (duplicate and msg_id and await self.void_submission(job_id)):
+                return job_id
+            msg_id = f"{msg_id}:after:{job_id}"  # the same for every later retry: still idempotent
+        raise DependencyDown("NATS (event log) kept storing this submission too late to be valid: retry later")
 
     async def void_submission(self, job_id: int) -> bool:
         delivered = await self.nats(self.events.read(job_id), "event log")
@@ -144,6 +152,12 @@ class Gateway:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def submission_msg_id(account: str, key: str) -> str:
+    """The JetStream msg id of an account's submission with an Idempotency-Key (hashed: no account
+    and key can be arranged to collide with another's)."""
+    return "submit:" + hashlib.sha256(f"{account}\0{key}".encode()).hexdigest()[:40]
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -171,10 +185,7 @@ async def submit(request: Request) -> Response:
     except asyncio.TimeoutError:
         raise DependencyDown("NATS (event log): the node directory has not been read yet") from None
     spec = to_spec(body, gateway.nodes.partitions(), gateway.settings.roots())
-    key = request.headers.get("idempotency-key")
-    now = utcnow()
-    submitted = JobSubmitted(spec=spec, submitted_at=now, accept_until=now + timedelta(seconds=PUBLISH_TIMEOUT_S))
-    job_id = await gateway.submit(submitted, f"submit:{spec.account}:{key}" if key else None)
+    job_id = await gateway.submit(spec, request.headers.get("idempotency-key"))
     return json_response(wire.SubmitResponse(job_id=str(job_id)), 201)
 
 

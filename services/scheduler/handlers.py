@@ -130,9 +130,7 @@ class Scheduler:
             try:
                 seq = await self.publish(decision)
             except Deposed:
-                log.warning("deposed: another scheduler was elected after seq %d", self.state.election_seq)
-                if await self.events.last_on(ELECTIONS) is None:
-                    await self.take_over()  # not deposed: our election outlived the log's retention
+                await self.fenced_out()
                 return
             if seq is not None:
                 assume(self.state, decision, seq)
@@ -218,13 +216,26 @@ class Scheduler:
             await self.answering.unsubscribe()
             self.answering = None
 
+    async def fenced_out(self) -> None:
+        """The log refused a decision of ours: another scheduler was elected — or, with no election
+        left in the log at all, ours expired (retention), and this scheduler elects itself again."""
+        log.warning("decision refused: another scheduler was elected after seq %d", self.state.election_seq)
+        try:
+            expired = await self.events.last_on(ELECTIONS) is None
+        except NATS_UNAVAILABLE:
+            return  # judged again at the next refusal
+        if expired:
+            await self.take_over()
+
     async def take_over(self) -> None:
-        """Elect this scheduler, unless someone else is elected first. The last election in the log
-        (not the last one read: it may have expired) is the one to follow; decisions before it
-        are read before this scheduler acts, since it is active only once it reads its election."""
+        """Elect this scheduler, unless someone else was elected after the last election we read.
+        (Should every election have expired from the log, there is nothing to follow but the start.)"""
         await self.answer_probes(True)  # before the election lands, so that no other standby contends too
-        last = await self.events.last_on(ELECTIONS)
-        expected = last.seq if last else 0
+        try:
+            expected = self.state.election_seq if await self.events.last_on(ELECTIONS) else 0
+        except NATS_UNAVAILABLE:
+            await self.answer_probes(False)
+            return  # the next probe judges again
         election = SchedulerElected(scheduler=self.identity, elected_at=self.clock())
         attempt = f"elected:{self.identity}:{secrets.token_hex(4)}"  # retried as one, never taken for an old one
         seq = await self.events.publish_if_last(election, attempt, ELECTIONS, expected)
@@ -273,6 +284,6 @@ class Scheduler:
         except nats.js.errors.BadRequestError as error:
             if not is_wrong_last_sequence(error):
                 raise
-            log.warning("deposed: NodeDown for %s not published", name)
+            await self.fenced_out()
             return
         self.state.nodes[name].alive = False

@@ -217,10 +217,27 @@ async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_lo
     try:
         end = await eventually(lambda: finished(event_log, job_id), what="the true end")
         assert (end.state, end.exit_code) == ("FAILED", "3:0")
+        assert all(started.pid > 0 for started in await job_events(event_log, job_id, JobStarted))
         assert (tmp_path / "job" / f"out-{job_id}").read_text() == "done\n"
         assert len(await job_events(event_log, job_id, JobFinished)) == 1
     finally:
         await second.stop_jobs()
+
+
+async def test_a_run_declared_lost_meanwhile_is_killed_even_if_its_pid_was_never_journaled(event_log, tmp_path):
+    first = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
+    consuming = asyncio.create_task(first.consume())
+    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 3033\n"))
+    await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
+    consuming.cancel()
+    await first.stop_jobs()
+    first._write_journal(JournalEntry(job_id=job_id))  # as written just before the spawn
+    await event_log.publish_end(JobLost(job_id=job_id, node="n1", reason="gone", lost_at=NOW), f"JobLost:{job_id}")
+    second = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
+    await second.recover()
+    assert not processes_with("3033") and job_id not in second.running
+    ends = [d.event for d in await event_log.history(f"scns.job.{job_id}.end.>")]
+    assert [type(e).__name__ for e in ends] == ["JobLost"]
 
 
 @pytest.mark.parametrize("how", ["cancel", "timeout"])

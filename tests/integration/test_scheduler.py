@@ -1,4 +1,5 @@
 import asyncio
+import signal
 
 import pytest
 
@@ -222,3 +223,38 @@ async def test_a_lost_snapshot_bucket_costs_a_snapshot_not_the_scheduler(event_l
     await event_log.js.delete_object_store(SNAPSHOT_BUCKET)
     assert not await store.save(SchedulerState(last_seq=0))  # refused, reported, not raised
     assert await store.save(SchedulerState(last_seq=0))  # and the next one makes the bucket again
+
+
+async def test_an_expired_election_does_not_stop_a_silent_node_being_declared_down(event_log):
+    scheduler = Scheduler(event_log, fifo_first_fit, node_timeout_s=0.5, lease_s=1.0)
+    task = asyncio.create_task(until_stopped(asyncio.Event(), scheduler.follow_log(), scheduler.contend(),
+                                             scheduler.watch_heartbeats()))
+    try:
+        await eventually(lambda: scheduler.active, what="the scheduler to be active")
+        await event_log.js.delete_msg(STREAM, scheduler.state.election_seq)  # as the log's retention would
+        await event_log.publish(node("n1"))  # and then never a heartbeat: nothing else to decide
+        await eventually(lambda: event_log.last_on("scns.node.n1.down"), what="the silent node declared down")
+    finally:
+        task.cancel()
+
+
+async def test_schedulers_live_through_a_hung_nats_server(event_log, nats_server):
+    standby_log = await JetStreamEventLog.connect(nats_server.url, "standby")
+    active, standby = RecordingScheduler(event_log), RecordingScheduler(standby_log)
+    tasks = [await running(active), start(standby)]
+    try:
+        await standby.caught_up.wait()
+        nats_server.process.send_signal(signal.SIGSTOP)  # connections stay open; nothing answers
+        try:
+            await asyncio.sleep(8)  # past the lease, and past a JetStream request's timeout
+        finally:
+            nats_server.process.send_signal(signal.SIGCONT)
+        await event_log.publish(node("n1"))
+        job_id, _ = await event_log.publish(JobSubmitted(spec=spec(), submitted_at=NOW))
+        await eventually(lambda: placed(event_log, job_id), what="the job placed after the hang")
+        assert not any(task.done() for task in tasks)  # neither crashed (a standby used to)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await standby_log.close()

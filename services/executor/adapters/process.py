@@ -134,15 +134,3 @@ def signal_tree(pid: int, signum: int) -> None:
             child.send_signal(signum)
         except psutil.Error:
             pass
-
-
-def kill_leftover(pid: int, create_time: float) -> bool:
-    """Kill a job process found after a restart, if it is still the same process (not a reused PID)."""
-    try:
-        process = psutil.Process(pid)
-        if abs(process.create_time() - create_time) > 0.01:
-            return False
-    except psutil.Error:
-        return False
-    signal_tree(pid, signal.SIGKILL)
-    return True
