@@ -165,50 +165,62 @@ class Executor:
         temporary.replace(path)
 
     async def recover(self) -> None:
-        """Take over the jobs an earlier executor of this node left: reattach to those still running,
-        report the true end of those that finished meanwhile, NODE_FAIL for those whose end is lost."""
+        """Take over the jobs an earlier executor of this node left (its journal)."""
         for path in sorted(self.journal_dir.glob("*.json")):
             try:
                 entry = msgspec.json.decode(path.read_bytes(), type=JournalEntry)
             except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
                 log.error("unreadable journal entry %s (%s): left in place", path, error)
                 continue
-            status_path = self._status_path(entry.job_id)
-            # Its supervising shell if it still runs (the same process, not a reused PID; found by
-            # its command line if the PID was never journaled). Every path giving the run up kills it.
-            process = (JobProcess.attach(entry.pid, entry.create_time, status_path) if entry.pid
-                       else JobProcess.find(status_path))
-            if process is not None and not entry.pid:
-                entry = JournalEntry(entry.job_id, process.pid, process.create_time,
-                                     datetime.fromtimestamp(process.create_time, timezone.utc), entry.end_after,
-                                     entry.requeue)
-                self._write_journal(entry)
-            if await self._run_ended(entry.job_id, entry.end_after):
-                if process is not None:
-                    await process.kill()  # declared lost or requeued meanwhile, or its end reported
-                self._forget(entry.job_id)
-                continue
-            submitted = await self.events.read(entry.job_id)
-            if process is not None and submitted is not None and isinstance(submitted.event, JobSubmitted):
-                log.info("job %d still runs (pid %d): reattached", entry.job_id, entry.pid)
-                # Its start may not have been recorded before the last executor stopped (a repeat is harmless).
-                started = JobStarted(job_id=entry.job_id, node=self.node.name, pid=entry.pid,
-                                     started_at=entry.started_at or self.clock(), end_after=entry.end_after)
-                await self.events.publish_until_acked(started, f"started:{run_key(entry.job_id, entry.end_after)}")
-                running = RunningJob(entry.run)
-                self.running[entry.job_id] = running
-                running.task = asyncio.create_task(
-                    self._supervised(entry.job_id, submitted.event.spec, running, process, entry.started_at))
-                continue
+            await self._recover(entry)
+
+    async def _recover(self, entry: JournalEntry) -> None:
+        """Reattach to a run that still runs, report the true end of one that ended meanwhile, start
+        one that never started, and report NODE_FAIL (or a requeue) for one whose end is lost."""
+        job_id, status_path = entry.job_id, self._status_path(entry.job_id)
+        # Its supervising shell if it still runs (the same process, not a reused PID; found by its
+        # command line if the PID was never journaled). Every path giving the run up kills it.
+        process = (JobProcess.attach(entry.pid, entry.create_time, status_path) if entry.pid
+                   else JobProcess.find(status_path))
+        if process is not None and not entry.pid:
+            entry = JournalEntry(job_id, process.pid, process.create_time,
+                                 datetime.fromtimestamp(process.create_time, timezone.utc), entry.end_after,
+                                 entry.requeue)
+            self._write_journal(entry)
+        if await self._run_ended(job_id, entry.end_after):
             if process is not None:
-                await process.kill()  # its submission is not to be read: it cannot be supervised
-            status = read_status(status_path)
-            if status is None:
-                await self._finish(entry.job_id, entry.run, LOST, started_at=entry.started_at)
-            else:  # it ended by itself while no executor watched: its true end
-                limit = submitted.event.spec.time_limit_s if submitted else 0
-                await self._finish(entry.job_id, entry.run,
-                                   outcome(job_returncode(status), EndedBy.ITSELF, 0, limit), started_at=entry.started_at)
+                await process.kill()  # declared lost or requeued meanwhile, or its end reported
+            self._forget(job_id)
+            return
+        submitted = await self.events.read(job_id)
+        spec = submitted.event.spec if submitted and isinstance(submitted.event, JobSubmitted) else None
+        if process is not None and spec is not None:
+            log.info("job %d still runs (pid %d): reattached", job_id, entry.pid)
+            # Its start may not have been recorded before the last executor stopped (a repeat is harmless).
+            started = JobStarted(job_id=job_id, node=self.node.name, pid=entry.pid,
+                                 started_at=entry.started_at or self.clock(), end_after=entry.end_after)
+            await self.events.publish_until_acked(started, f"started:{run_key(job_id, entry.end_after)}")
+            running = RunningJob(entry.run)
+            self.running[job_id] = running
+            running.task = asyncio.create_task(self._supervised(job_id, spec, running, process, entry.started_at))
+            return
+        if process is not None:
+            await process.kill()  # its submission is not to be read: it cannot be supervised
+        status = read_status(status_path)
+        if status is None and process is None and spec is not None and not self._started_path(job_id).exists():
+            # Its executor stopped between journaling it and spawning it: it never ran. It runs now.
+            log.info("job %d was allocated here but never started: starting it", job_id)
+            self._launch(job_id, spec, entry.run)
+        elif status is None:
+            await self._finish(job_id, entry.run, LOST, started_at=entry.started_at)
+        else:  # it ended by itself while no executor watched: its true end
+            limit = spec.time_limit_s if spec else 0
+            await self._finish(job_id, entry.run, outcome(job_returncode(status), EndedBy.ITSELF, 0, limit),
+                               started_at=entry.started_at)
+
+    def _started_path(self, job_id: int) -> Path:
+        """Made by the job's supervising shell before it starts the job (see SUPERVISOR)."""
+        return self.node.state_dir / "status" / f"{job_id}.started"
 
     def _status_path(self, job_id: int) -> Path:
         return self.node.state_dir / "status" / str(job_id)
@@ -295,10 +307,14 @@ class Executor:
             # Cancelled while it was being allocated: it ends here without running.
             await self._finish(job_id, run, Outcome("CANCELLED", "0:0", None), started_at=None)
             return
+        self._launch(job_id, submitted.event.spec, run)
+
+    def _launch(self, job_id: int, spec: JobSpec, run: Run) -> None:
+        """Journal the run (before anything is spawned: it never starts twice), then start it."""
         self._write_journal(JournalEntry(job_id=job_id, end_after=run.end_after, requeue=run.requeue))
         running = RunningJob(run)
         self.running[job_id] = running
-        running.task = asyncio.create_task(self._run(job_id, submitted.event.spec, running))
+        running.task = asyncio.create_task(self._run(job_id, spec, running))
 
     def _run_here(self, job_id: int) -> int | None:
         """Which run of the job this node has (running, or journaled by an earlier executor), if any."""
@@ -381,6 +397,7 @@ class Executor:
         status = self._status_path(job_id)
         status.parent.mkdir(exist_ok=True)
         status.unlink(missing_ok=True)
+        self._started_path(job_id).unlink(missing_ok=True)
         return await JobProcess.spawn(command_for(spec.script, str(script_path)), spec.cwd, env, *outputs, status)
 
     async def _wait(self, process: JobProcess, running: RunningJob, time_limit_s: int) -> EndedBy:
@@ -420,6 +437,7 @@ class Executor:
         self._journal_path(job_id).unlink(missing_ok=True)
         self._script_path(job_id).unlink(missing_ok=True)
         self._status_path(job_id).unlink(missing_ok=True)
+        self._started_path(job_id).unlink(missing_ok=True)
 
     async def stop_jobs(self) -> None:
         """On shutdown: leave the jobs running for the next executor to reattach to (the default),

@@ -224,6 +224,19 @@ async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_lo
         await second.stop_jobs()
 
 
+async def test_a_run_journaled_but_never_spawned_before_its_executor_died_runs_once_now(event_log, tmp_path):
+    cwd = tmp_path / "job"
+    job_id, _ = await submit_and_allocate(event_log, spec(str(cwd), "echo once >> runs.txt\n"))
+    executor = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
+    executor._write_journal(JournalEntry(job_id=job_id))  # then the executor died, before the spawn
+    await executor.recover()
+    try:
+        end = await eventually(lambda: finished(event_log, job_id), what="the job's end")
+        assert end.state == "COMPLETED" and (cwd / "runs.txt").read_text() == "once\n"
+    finally:
+        await executor.stop_jobs()
+
+
 async def test_a_run_declared_lost_meanwhile_is_killed_even_if_its_pid_was_never_journaled(event_log, tmp_path):
     first = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
     consuming = asyncio.create_task(first.consume())

@@ -13,10 +13,11 @@ import psutil
 
 
 # The job runs under a small shell that records how it ended in a status file, so that an
-# executor restarted meanwhile still learns the true exit status ($0 is the status file). The
-# shell traps (not ignores: the job keeps the default) SIGTERM, SIGINT and SIGHUP, so a cancel
-# reaches the job, the job gets its grace period, and the shell still records its end.
-SUPERVISOR = 'trap : TERM INT HUP; "$@" & wait $!; code=$?; ' \
+# executor restarted meanwhile still learns the true exit status ($0 is the status file); before
+# it starts the job it makes "$0.started", so a run without it never started. The shell traps
+# (not ignores: the job keeps the default) SIGTERM, SIGINT and SIGHUP, so a cancel reaches the
+# job, the job gets its grace period, and the shell still records its end.
+SUPERVISOR = ': > "$0.started"; trap : TERM INT HUP; "$@" & wait $!; code=$?; ' \
              'while kill -0 $! 2>/dev/null; do wait $!; code=$?; done; ' \
              'echo "$code" > "$0.tmp" && mv "$0.tmp" "$0"; exit "$code"'
 
