@@ -153,20 +153,22 @@ class JetStreamEventLog:
                                     timeout=timeout)
         return ack.seq, bool(ack.duplicate)
 
-    async def publish_if_last(self, event: Event, msg_id: str, subject: str, last_seq: int) -> int | None:
+    async def publish_if_last(self, event: Event, msg_id: str, subject: str, last_seq: int,
+                              headers: dict[str, str] | None = None) -> int | None:
         """Publish only while the last message under `subject` is the one at `last_seq` (0: none
         yet): the event's sequence, or None when another came first. JetStream compares and sets."""
         try:
-            return await self.publish_until_acked(event, msg_id, expect_last(subject, last_seq))
+            return await self.publish_until_acked(event, msg_id, {**(headers or {}), **expect_last(subject, last_seq)})
         except nats.js.errors.BadRequestError as error:
             if is_wrong_last_sequence(error):
                 return None
             raise
 
-    async def publish_end(self, event: RunEndEvent, msg_id: str, end_after: int = 0) -> int | None:
+    async def publish_end(self, event: RunEndEvent, msg_id: str, end_after: int = 0,
+                          headers: dict[str, str] | None = None) -> int | None:
         """Publish the end of the job's run that began after `end_after` (see `end_of`), unless that
         run has ended already: its sequence, or None. So each run, and the job, ends once."""
-        return await self.publish_if_last(event, msg_id, end_of(event.job_id), end_after)
+        return await self.publish_if_last(event, msg_id, end_of(event.job_id), end_after, headers)
 
     async def publish_until_acked(self, event: Event, msg_id: str, headers: dict[str, str] | None = None) -> int:
         """Publish a service's decision, retrying through a NATS outage; the msg id makes retries safe,
@@ -180,6 +182,7 @@ class JetStreamEventLog:
             except NotFoundError:
                 pass
             except NATS_UNAVAILABLE as error:
+                self.give_up_if_stopping()
                 delay = await _wait_to_retry(event, error, delay)
                 continue
             try:
@@ -187,8 +190,19 @@ class JetStreamEventLog:
                                             headers={"Nats-Msg-Id": msg_id, **(headers or {})})
                 return ack.seq
             except NATS_UNAVAILABLE as error:
+                self.give_up_if_stopping()
                 retrying = True
                 delay = await _wait_to_retry(event, error, delay)
+
+    def give_up_if_stopping(self) -> None:
+        """For loops that wait out NATS errors: stop when the task is being cancelled or the
+        connection was closed by us. nats-py turns a cancellation into a timeout or a "connection
+        closed" error in places, and retrying those would keep a stopping service alive forever."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        if self.nc.is_closed:
+            raise nats.errors.ConnectionClosedError
 
     async def last_seq(self) -> int:
         info = await self.js.stream_info(STREAM)
@@ -256,6 +270,7 @@ class JetStreamEventLog:
                     try:
                         messages = await sub.fetch(batch, timeout=REPLAY_POLL_S)
                     except asyncio.TimeoutError:  # nats-py raises both its own and the plain one
+                        self.give_up_if_stopping()
                         await sub.consumer_info()  # raises when the consumer is gone or NATS is away
                         continue
                     delay = RETRY_MIN_S
@@ -263,6 +278,7 @@ class JetStreamEventLog:
                         next_seq = msg.metadata.sequence.stream + 1
                         yield msg
             except (NotFoundError, *NATS_UNAVAILABLE) as error:
+                self.give_up_if_stopping()
                 log.warning("log reader interrupted (%s); resuming from seq %d in %.1f s",
                             type(error).__name__, next_seq, delay)
                 await asyncio.sleep(delay)

@@ -58,6 +58,8 @@ class JobSubmitted(Event, frozen=True, kw_only=True):
     # The gateway answers 503 if JetStream has not acked by then; a submission stored later
     # (NATS hung, then resumed) is void, and the scheduler cancels it before it can run.
     accept_until: datetime | None = None
+    # The W3C trace context of the job's trace (its submit request), when the gateway traces.
+    traceparent: str | None = None
 
     def void_if_stored_at(self, stored_at: datetime | None) -> bool:
         """Whether this submission, stored at `stored_at`, came after its gateway had given up on it."""

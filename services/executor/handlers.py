@@ -20,6 +20,8 @@ from pathlib import Path
 
 import msgspec
 import nats
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.executor.adapters.process import JobProcess, read_status
@@ -57,6 +59,7 @@ from shared.events import (
 )
 from shared.paths import resolve_output_path, within_roots
 from shared.rpc import LogReply, LogRequest
+from shared.telemetry import TRACEPARENT, context_of, headers_of, tracer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,7 @@ class Run(msgspec.Struct, frozen=True):
 
     end_after: int = 0
     requeue: bool = False
+    traceparent: str | None = None  # of the decision that placed it here: the run's span is its child
 
 
 class JournalEntry(msgspec.Struct):
@@ -101,10 +105,16 @@ class JournalEntry(msgspec.Struct):
     started_at: datetime | None = None
     end_after: int = 0  # which run of the job (JobAllocated.end_after)
     requeue: bool = False
+    traceparent: str | None = None
 
     @property
     def run(self) -> Run:
-        return Run(self.end_after, self.requeue)
+        return Run(self.end_after, self.requeue, self.traceparent)
+
+    @classmethod
+    def of(cls, job_id: int, run: Run, pid: int = 0, create_time: float = 0.0,
+           started_at: datetime | None = None) -> JournalEntry:
+        return cls(job_id, pid, create_time, started_at, run.end_after, run.requeue, run.traceparent)
 
 
 class PreviousRunStillEnding(RuntimeError):
@@ -114,6 +124,7 @@ class PreviousRunStillEnding(RuntimeError):
 @dataclass(slots=True)
 class RunningJob:
     run: Run = field(default_factory=Run)
+    span: trace.Span = field(default_factory=lambda: trace.INVALID_SPAN)  # the run's, from start to end
     cancel: asyncio.Event = field(default_factory=asyncio.Event)  # set by a cancel request or shutdown
     shutdown: bool = False
     task: asyncio.Task | None = None
@@ -183,9 +194,8 @@ class Executor:
         process = (JobProcess.attach(entry.pid, entry.create_time, status_path) if entry.pid
                    else JobProcess.find(status_path))
         if process is not None and not entry.pid:
-            entry = JournalEntry(job_id, process.pid, process.create_time,
-                                 datetime.fromtimestamp(process.create_time, timezone.utc), entry.end_after,
-                                 entry.requeue)
+            entry = JournalEntry.of(job_id, entry.run, process.pid, process.create_time,
+                                    datetime.fromtimestamp(process.create_time, timezone.utc))
             self._write_journal(entry)
         if await self._run_ended(job_id, entry.end_after):
             if process is not None:
@@ -196,12 +206,9 @@ class Executor:
         spec = submitted.event.spec if submitted and isinstance(submitted.event, JobSubmitted) else None
         if process is not None and spec is not None:
             log.info("job %d still runs (pid %d): reattached", job_id, entry.pid)
+            running = self._running(job_id, entry.run)
             # Its start may not have been recorded before the last executor stopped (a repeat is harmless).
-            started = JobStarted(job_id=job_id, node=self.node.name, pid=entry.pid,
-                                 started_at=entry.started_at or self.clock(), end_after=entry.end_after)
-            await self.events.publish_until_acked(started, f"started:{run_key(job_id, entry.end_after)}")
-            running = RunningJob(entry.run)
-            self.running[job_id] = running
+            await self._report_started(job_id, running, entry.pid, entry.started_at or self.clock())
             running.task = asyncio.create_task(self._supervised(job_id, spec, running, process, entry.started_at))
             return
         if process is not None:
@@ -253,6 +260,7 @@ class Executor:
                 try:
                     messages = await sub.fetch(batch=256, timeout=5)
                 except asyncio.TimeoutError:  # nats-py raises both its own and the plain one
+                    self.events.give_up_if_stopping()
                     continue
                 for msg in messages:
                     await self._process(msg)
@@ -264,16 +272,16 @@ class Executor:
         """Handle one message; on failure, ask for it again (nack) instead of losing it or stopping."""
         try:
             if delivered := decode_message(msg):
-                await self.handle(delivered.event)
+                await self.handle(delivered.event, msg.headers)
             await msg.ack()
         except Exception:
             log.exception("failed to handle %s; it will be delivered again", msg.subject)
             await msg.nak(delay=REDELIVERY_DELAY_S)
 
-    async def handle(self, event) -> None:
+    async def handle(self, event, headers: dict[str, str] | None = None) -> None:
         match event:
             case JobAllocated(node=node) if node == self.node.name:
-                await self.start(event)
+                await self.start(event, (headers or {}).get(TRACEPARENT))
             case JobCancelRequested(job_id=job_id):
                 if running := self.running.get(job_id):
                     running.cancel.set()
@@ -290,7 +298,7 @@ class Executor:
                     log.warning("job %d was declared lost while this node was away: killing it", job_id)
                     running.cancel.set()
 
-    async def start(self, allocation: JobAllocated) -> None:
+    async def start(self, allocation: JobAllocated, traceparent: str | None = None) -> None:
         job_id, end_after = allocation.job_id, allocation.end_after
         here = self._run_here(job_id)
         if here == end_after:
@@ -302,7 +310,7 @@ class Executor:
         submitted = await self.events.read(job_id)
         if submitted is None or not isinstance(submitted.event, JobSubmitted):
             raise LookupError(f"allocation of job {job_id} names no submission in the log")
-        run = Run(end_after, submitted.event.spec.requeue)
+        run = Run(end_after, submitted.event.spec.requeue, traceparent)
         if await self.events.last_on(SUBJECTS[JobCancelRequested].format(job_id=job_id)) is not None:
             # Cancelled while it was being allocated: it ends here without running.
             await self._finish(job_id, run, Outcome("CANCELLED", "0:0", None), started_at=None)
@@ -311,10 +319,16 @@ class Executor:
 
     def _launch(self, job_id: int, spec: JobSpec, run: Run) -> None:
         """Journal the run (before anything is spawned: it never starts twice), then start it."""
-        self._write_journal(JournalEntry(job_id=job_id, end_after=run.end_after, requeue=run.requeue))
-        running = RunningJob(run)
-        self.running[job_id] = running
+        self._write_journal(JournalEntry.of(job_id, run))
+        running = self._running(job_id, run)
         running.task = asyncio.create_task(self._run(job_id, spec, running))
+
+    def _running(self, job_id: int, run: Run) -> RunningJob:
+        """A run this executor supervises, with its span."""
+        span = tracer().start_span("run job", context=context_of({TRACEPARENT: run.traceparent} if run.traceparent else None),
+                                   kind=SpanKind.CONSUMER, attributes={"scns.job_id": job_id, "scns.node": self.node.name})
+        self.running[job_id] = running = RunningJob(run, span)
+        return running
 
     def _run_here(self, job_id: int) -> int | None:
         """Which run of the job this node has (running, or journaled by an earlier executor), if any."""
@@ -339,11 +353,8 @@ class Executor:
             return
         started_at = self.clock()
         try:
-            self._write_journal(JournalEntry(job_id, process.pid, process.create_time, started_at,
-                                             running.run.end_after, running.run.requeue))
-            started = JobStarted(job_id=job_id, node=self.node.name, pid=process.pid, started_at=started_at,
-                                 end_after=running.run.end_after)
-            await self.events.publish_until_acked(started, f"started:{run_key(job_id, running.run.end_after)}")
+            self._write_journal(JournalEntry.of(job_id, running.run, process.pid, process.create_time, started_at))
+            await self._report_started(job_id, running, process.pid, started_at)
         except Exception as error:  # a full disk, say: the job must not outlive its report
             log.exception("job %d: could not record its start", job_id)
             await process.kill()
@@ -352,10 +363,16 @@ class Executor:
             return
         await self._supervised(job_id, spec, running, process, started_at)
 
+    async def _report_started(self, job_id: int, running: RunningJob, pid: int, started_at: datetime) -> None:
+        started = JobStarted(job_id=job_id, node=self.node.name, pid=pid, started_at=started_at,
+                             end_after=running.run.end_after)
+        await self.events.publish_until_acked(started, f"started:{run_key(job_id, running.run.end_after)}",
+                                              headers_of(trace.set_span_in_context(running.span)))
+
     async def _end(self, job_id: int, running: RunningJob, result: Outcome, started_at: datetime | None) -> None:
         """Report the end of a job that is not (or no longer) supervised, and let it go."""
         try:
-            await self._finish(job_id, running.run, result, started_at)
+            await self._finish(job_id, running.run, result, started_at, running.span)
         finally:
             self.running.pop(job_id, None)
 
@@ -376,7 +393,7 @@ class Executor:
                 log.exception("job %d: executor failure", job_id)
                 await process.kill()
                 result = Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}")
-            await self._finish(job_id, running.run, result, started_at)
+            await self._finish(job_id, running.run, result, started_at, running.span)
         finally:
             self.running.pop(job_id, None)
 
@@ -415,8 +432,10 @@ class Executor:
             return EndedBy.TIMEOUT
         return EndedBy.SHUTDOWN if running.shutdown else EndedBy.CANCEL
 
-    async def _finish(self, job_id: int, run: Run, result: Outcome, started_at: datetime | None) -> None:
-        """Report how the run ended: the job's end, or a requeue (lost, and submitted with requeue)."""
+    async def _finish(self, job_id: int, run: Run, result: Outcome, started_at: datetime | None,
+                      span: trace.Span = trace.INVALID_SPAN) -> None:
+        """Report how the run ended: the job's end, or a requeue (lost, and submitted with requeue).
+        The report is a child of the run's span, or (no span: never supervised here) of its placing."""
         end: JobFinished | JobRequeued
         if requeued(result, run.requeue):
             end = JobRequeued(job_id=job_id, node=self.node.name, reason=result.error_msg or "",
@@ -428,7 +447,12 @@ class Executor:
             )
         # The scheduler names a requeue alike: should both decide it, the log keeps one.
         msg_id = f"{type(end).__name__}:{run_key(job_id, run.end_after)}"
-        if await self.events.publish_end(end, msg_id, run.end_after) is None:
+        span.set_attributes({"scns.state": result.state, "scns.exit_code": result.exit_code})
+        context = (trace.set_span_in_context(span) if span.get_span_context().is_valid
+                   else context_of({TRACEPARENT: run.traceparent} if run.traceparent else None))
+        stored = await self.events.publish_end(end, msg_id, run.end_after, headers_of(context))
+        span.end()
+        if stored is None:
             log.warning("job %d: this run had its end already (declared lost?): this %s is not recorded", job_id,
                         result.state)
         self._forget(job_id)

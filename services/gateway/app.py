@@ -24,7 +24,11 @@ from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry import trace
+from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
+from opentelemetry.trace import SpanKind
 from psycopg_pool import AsyncConnectionPool
 
 from services.gateway.adapters.jobs import PostgresJobView
@@ -57,6 +61,7 @@ from services.gateway.errors import DependencyDown, JobNotFound
 from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog
 from shared.rpc import REBUILD_SUBJECT, RebuildReport
 from shared.config import Settings
+from shared.telemetry import TRACEPARENT, context_of, headers_of, tracer
 from shared.events import (
     TERMINAL_STATES,
     Event,
@@ -103,7 +108,8 @@ class Gateway:
         delivered = await self.nats(self.events.read(job_id), "event log")
         if delivered is None or not isinstance(delivered.event, JobSubmitted):
             raise JobNotFound(job_id)
-        return JobRecord.submitted(job_id, delivered.event.spec, delivered.event.submitted_at)
+        submitted = delivered.event
+        return JobRecord.submitted(job_id, submitted.spec, submitted.submitted_at, submitted.traceparent)
 
     async def job_for(self, principal: Principal, job_id: int, action: str) -> JobRecord:
         job = await self.job(job_id)
@@ -121,7 +127,8 @@ class Gateway:
         # after we answered 503, and the client would retry it into a second job.
         if not self.events.nc.is_connected:
             raise DependencyDown("NATS (event log) is unavailable: not connected")
-        return await self.nats(self.events.publish(event, msg_id, timeout=PUBLISH_TIMEOUT_S), "event log")
+        return await self.nats(self.events.publish(event, msg_id, timeout=PUBLISH_TIMEOUT_S, headers=headers_of()),
+                               "event log")
 
     async def submit(self, spec: JobSpec, key: str | None) -> int:
         """Publish a submission; the job id. A retry (same idempotency key) of a submission that
@@ -129,8 +136,8 @@ class Gateway:
         msg_id = submission_msg_id(spec.account, key) if key else None
         for _ in range(MAX_VOID_SUBMISSIONS):
             now = utcnow()  # each attempt has its own deadline, as the first one had
-            submitted = JobSubmitted(spec=spec, submitted_at=now,
-                                     accept_until=now + timedelta(seconds=PUBLISH_TIMEOUT_S))
+            submitted = JobSubmitted(spec=spec, submitted_at=now, accept_until=now + timedelta(seconds=PUBLISH_TIMEOUT_S),
+                                     traceparent=headers_of().get(TRACEPARENT))
             job_id, duplicate = await self.publish(submitted, msg_id)
             if not (duplicate and msg_id and await self.void_submission(job_id)):
                 return job_id
@@ -152,6 +159,14 @@ class Gateway:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def linked_to_job(job: JobRecord, action: str) -> None:
+    """Record the request (a trace of its own) as linked to the job's trace."""
+    job_context = context_of({TRACEPARENT: job.traceparent} if job.traceparent else None)
+    job_span = trace.get_current_span(job_context).get_span_context()
+    links = [trace.Link(job_span)] if job_span.is_valid else []
+    tracer().start_span(f"{action} job", links=links, attributes={"scns.job_id": job.job_id}).end()
 
 
 def submission_msg_id(account: str, key: str) -> str:
@@ -185,7 +200,10 @@ async def submit(request: Request) -> Response:
     except asyncio.TimeoutError:
         raise DependencyDown("NATS (event log): the node directory has not been read yet") from None
     spec = to_spec(body, gateway.nodes.partitions(), gateway.settings.roots())
-    job_id = await gateway.submit(spec, request.headers.get("idempotency-key"))
+    # The job's trace begins here: this span's context goes into the submission (and its headers).
+    with tracer().start_as_current_span("publish JobSubmitted", kind=SpanKind.PRODUCER) as span:
+        job_id = await gateway.submit(spec, request.headers.get("idempotency-key"))
+        span.set_attribute("scns.job_id", job_id)
     return json_response(wire.SubmitResponse(job_id=str(job_id)), 201)
 
 
@@ -193,6 +211,7 @@ async def submit(request: Request) -> Response:
 async def query(request: Request, job_id: FromPath[str]) -> Response:
     gateway = gateway_of(request)
     job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "query")
+    linked_to_job(job, "query")
     stdout, stderr, available = await gateway.logs.read(job)
     headers = {} if available else {"X-Log-Unavailable": job.node}
     return json_response(query_response(job, stdout, stderr, await gateway.reason(job), utcnow()), headers=headers)
@@ -202,6 +221,7 @@ async def query(request: Request, job_id: FromPath[str]) -> Response:
 async def cancel(request: Request, job_id: FromPath[str]) -> Response:
     gateway = gateway_of(request)
     job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "cancel")
+    linked_to_job(job, "cancel")
     if job.state not in TERMINAL_STATES:
         await gateway.publish(JobCancelRequested(job_id=job.job_id, requested_at=utcnow()), f"cancel:{job.job_id}")
     return json_response(wire.CancelResponse(msg="取消成功"))
@@ -440,11 +460,17 @@ async def authenticate(request: Request) -> None:
     request.state.principal = await gateway.tokens.authenticate(token)
 
 
-def create_asgi_app(settings: Settings) -> ASGIApp:
-    return with_request_headers(create_app(settings))
+def create_asgi_app(settings: Settings, traced: bool = False) -> ASGIApp:
+    return with_request_headers(create_app(settings, traced))
 
 
-def create_app(settings: Settings) -> Litestar:
+def span_name_of(scope: Scope) -> tuple[str, dict[str, str]]:
+    """A request's span is named by its route ("GET /jobs/query/{job_id:str}"), not its path."""
+    route = scope.get("path_template") or scope.get("path", "")
+    return f"{scope.get('method', '')} {route}".strip(), {HTTP_ROUTE: route}
+
+
+def create_app(settings: Settings, traced: bool = False) -> Litestar:
     if settings.auth_disabled and not is_loopback(settings.api_host):
         raise ValueError(f"authentication may be off only on loopback, not on {settings.api_host}")
     if not settings.auth_disabled and not settings.admin_token:
@@ -496,6 +522,9 @@ def create_app(settings: Settings) -> Litestar:
             Exception: on_unexpected,
         },
         state=State(),
+        # Tracing off: not even the middleware runs.
+        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(scope_span_details_extractor=span_name_of,
+                                                         exclude_spans=["receive", "send"]))] if traced else [],
         openapi_config=None,
         logging_config=None,
         request_max_body_size=8 * 1024 * 1024,  # a 1 MiB script may grow six-fold as escaped JSON

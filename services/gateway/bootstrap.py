@@ -8,12 +8,17 @@ import uvicorn
 
 from services.gateway.app import create_asgi_app
 from shared.config import ConfigError, load_settings
+from shared.telemetry import Tracing
 
 
 def main() -> None:
+    tracing = Tracing("scns-gateway")
     try:
         settings = load_settings()
-        app = create_asgi_app(settings)
+        app = create_asgi_app(settings, traced=tracing.enabled)
     except (ConfigError, ValueError) as error:
         sys.exit(f"gateway: {error}")
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
+    finally:
+        tracing.shutdown()

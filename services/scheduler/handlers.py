@@ -22,15 +22,19 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 import nats
+from opentelemetry.trace import SpanKind
 
 from services.scheduler.core.policy import Decision, Policy
 from services.scheduler.core.state import SchedulerState, assume, evolve
 from services.scheduler.snapshots import SnapshotStore
+from shared.telemetry import TRACEPARENT, context_of, headers_of, tracer
 from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog, decode_message, expect_last, is_wrong_last_sequence
 from shared.events import (
     ACTIVE_SCHEDULER_SUBJECT,
     HEARTBEAT_SUBJECT,
     SUBJECTS,
+    JobAllocated,
+    JobCancelled,
     JobLost,
     JobRequeued,
     NodeDown,
@@ -55,6 +59,14 @@ class Deposed(Exception):
 
 def msg_id_of(decision: Decision) -> str:
     return f"{type(decision).__name__}:{run_key(decision.job_id, getattr(decision, 'end_after', 0))}"
+
+
+def nanoseconds(moment: datetime) -> int:
+    return int(moment.timestamp() * 1e9)
+
+
+def span_attributes(decision: Decision) -> dict[str, str | int]:
+    return {"scns.job_id": decision.job_id, **({"scns.node": decision.node} if hasattr(decision, "node") else {})}
 
 
 def new_identity() -> str:
@@ -127,25 +139,34 @@ class Scheduler:
     async def schedule(self) -> None:
         """One pass: publish each decision, then take it into the state at once."""
         for decision in self.policy(self.state, self.clock()):
-            try:
-                seq = await self.publish(decision)
-            except Deposed:
-                await self.fenced_out()
-                return
-            if seq is not None:
-                assume(self.state, decision, seq)
+            job = self.state.job(decision.job_id)
+            job_trace = context_of({TRACEPARENT: job.traceparent} if job and job.traceparent else None)
+            with tracer().start_as_current_span(f"schedule {type(decision).__name__}", context=job_trace,
+                                                kind=SpanKind.PRODUCER, attributes=span_attributes(decision)):
+                try:
+                    seq = await self.publish(decision, headers_of())
+                except Deposed:
+                    await self.fenced_out()
+                    return
+            if seq is None:
+                continue
+            if isinstance(decision, (JobAllocated, JobCancelled)) and job and job.submitted_at:
+                queued = tracer().start_span("queued", context=job_trace, start_time=nanoseconds(job.submitted_at),
+                                             attributes={"scns.job_id": decision.job_id})
+                queued.end()
+            assume(self.state, decision, seq)
 
-    async def publish(self, decision: Decision) -> int | None:
+    async def publish(self, decision: Decision, headers: dict[str, str] | None = None) -> int | None:
         """Publish a decision: its sequence, or None when the run it ends had ended already."""
         msg_id = msg_id_of(decision)
         if isinstance(decision, (JobLost, JobRequeued)):
             # Any scheduler reading the log decides these alike; only the run's single end is guarded.
-            seq = await self.events.publish_end(decision, msg_id, decision.end_after)
+            seq = await self.events.publish_end(decision, msg_id, decision.end_after, headers)
             if seq is None:
                 log.info("job %d: its run had ended already; %s not recorded", decision.job_id,
                          type(decision).__name__)
             return seq
-        seq = await self.events.publish_if_last(decision, msg_id, ELECTIONS, self.state.election_seq)
+        seq = await self.events.publish_if_last(decision, msg_id, ELECTIONS, self.state.election_seq, headers)
         if seq is None:
             raise Deposed
         return seq
@@ -201,10 +222,9 @@ class Scheduler:
             return "answered"
         except nats.errors.NoRespondersError:
             return "nobody"
-        except asyncio.TimeoutError:
-            return "silent"
-        except NATS_UNAVAILABLE:
-            return "unknown"
+        except NATS_UNAVAILABLE as error:
+            self.events.give_up_if_stopping()
+            return "silent" if isinstance(error, asyncio.TimeoutError) else "unknown"
 
     async def answer_probes(self, answer: bool) -> None:
         async def on_probe(msg) -> None:

@@ -256,6 +256,7 @@ async def test_query_shape_and_formats(api, stack):
         "job_name": "test_job", "user": ACCOUNT, "partition": "default", "allocated_cpus": 1, "allocated_nodes": 1,
         "node_list": stack.config.node_name, "exit_code": "0:0", "work_dir": str(stack.config.work_dir / "e2e"),
         "data_source": "API", "account": ACCOUNT, "reason": "None", "requeue": False, "restarts": 0,
+        "trace_id": None,
     }
 
 

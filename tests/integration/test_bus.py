@@ -1,6 +1,9 @@
+import asyncio
+
+import nats
 import pytest
 
-from shared.bus import decode_message
+from shared.bus import JetStreamEventLog, decode_message
 from shared.events import JobCancelRequested, JobFinished, JobLost, JobSubmitted
 
 from .helpers import NOW, spec
@@ -57,3 +60,18 @@ async def test_retention_is_configurable_and_forever_by_default(event_log):
     assert (await event_log.js.stream_info("SCNS")).config.max_age == 30 * 86400
     await event_log.ensure_stream()
     assert (await event_log.js.stream_info("SCNS")).config.max_age in (None, 0)
+
+
+async def test_a_log_reader_ends_when_its_own_connection_is_closed(nats_server):
+    """Not an outage to wait out: a reader retrying on a closed client would keep its service alive."""
+    events = await JetStreamEventLog.connect(nats_server.url, "closing")
+
+    async def read_all():
+        async for _ in events.replay(1):
+            pass
+
+    reader = asyncio.create_task(read_all())
+    await asyncio.sleep(0.3)
+    await events.close()
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        await asyncio.wait_for(reader, 10)

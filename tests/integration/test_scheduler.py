@@ -35,9 +35,9 @@ class RecordingScheduler(Scheduler):
         super().__init__(events, fifo_first_fit, node_timeout_s=60, **{"lease_s": 1.0, **options})
         self.decisions = []
 
-    async def publish(self, decision):
+    async def publish(self, decision, headers=None):
         self.decisions.append(decision)
-        return await super().publish(decision)
+        return await super().publish(decision, headers)
 
 
 async def decided_through_marker(scheduler, events):

@@ -11,6 +11,7 @@ from services.gateway.core import wire
 from shared.events import Event, JobSpec
 from shared.paths import resolve_output_path
 from shared.slurm_formats import format_elapsed, format_limit
+from shared.telemetry import trace_id_of
 
 
 class JobRecord(msgspec.Struct, kw_only=True):
@@ -32,6 +33,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
     submit_time: datetime
     requeue: bool = False
     restarts: int = 0
+    traceparent: str | None = None
     node: str = ""
     allocated_cpus: int = 0
     exit_code: str = ":"
@@ -40,14 +42,14 @@ class JobRecord(msgspec.Struct, kw_only=True):
     end_time: datetime | None = None
 
     @classmethod
-    def submitted(cls, job_id: int, spec: JobSpec, submitted_at: datetime) -> JobRecord:
+    def submitted(cls, job_id: int, spec: JobSpec, submitted_at: datetime, traceparent: str | None) -> JobRecord:
         """A job read from the log before the projection has it: pending, nothing more known."""
         return cls(
             job_id=job_id, name=spec.name, account=spec.account, partition=spec.partition, state="PENDING",
             cwd=spec.cwd, stdout_path=resolve_output_path(spec.cwd, spec.stdout, job_id),
             stderr_path=resolve_output_path(spec.cwd, spec.stderr, job_id), ntasks_per_node=spec.ntasks_per_node,
             cpus_per_task=spec.cpus_per_task, time_limit_s=spec.time_limit_s, exclusive=spec.exclusive,
-            data_source=spec.data_source, submit_time=submitted_at, requeue=spec.requeue,
+            data_source=spec.data_source, submit_time=submitted_at, requeue=spec.requeue, traceparent=traceparent,
         )
 
 
@@ -86,7 +88,7 @@ def query_response(job: JobRecord, stdout: str, stderr: str, reason: str, now: d
             job_name=job.name, user=job.account, partition=job.partition, allocated_cpus=requested_cpus(job),
             allocated_nodes=1, node_list=job.node, exit_code=job.exit_code, work_dir=job.cwd,
             data_source=job.data_source, account=job.account, reason=reason, requeue=job.requeue,
-            restarts=job.restarts,
+            restarts=job.restarts, trace_id=trace_id_of(job.traceparent),
         ),
     )
 

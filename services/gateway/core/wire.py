@@ -48,6 +48,7 @@ class JobDetail(Wire):
     reason: str
     requeue: bool  # new: submitted with requeue
     restarts: int  # new: how many times it was requeued (Slurm's Restarts)
+    trace_id: str | None  # new: the job's OpenTelemetry trace, when the gateway traces
 
 
 class QueryResponse(Wire):

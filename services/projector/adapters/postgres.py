@@ -36,6 +36,7 @@ create table if not exists jobs (
     requeue boolean not null default false,
     restarts int not null default 0,
     run_after bigint not null default 0,
+    traceparent text,
     node text not null default '',
     allocated_cpus int not null default 0,
     allocated_memory_mb bigint not null default 0,
@@ -72,7 +73,7 @@ create table if not exists projection (
     schema_version int not null
 );
 """
-SCHEMA_VERSION = 4  # bump when SCHEMA or the statements change: the projector then rebuilds
+SCHEMA_VERSION = 5  # bump when SCHEMA or the statements change: the projector then rebuilds
 LIVE_SCHEMA = "scns"
 MIGRATION_LOCK = 7310
 

@@ -30,16 +30,17 @@ NOT_TERMINAL = "state in ('PENDING', 'RUNNING')"
 
 def statements(seq: int, event: AnyEvent) -> list[Statement]:
     match event:
-        case JobSubmitted(spec=spec, submitted_at=at):
+        case JobSubmitted(spec=spec, submitted_at=at, traceparent=traceparent):
             return [(
                 "insert into jobs (job_id, name, account, partition, state, cwd, stdout_path, stderr_path,"
                 " ntasks_per_node, cpus_per_task, memory_mb, time_limit_s, exclusive, data_source, requeue,"
-                " submit_time) values (%s, %s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " traceparent, submit_time)"
+                " values (%s, %s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " on conflict (job_id) do nothing",
                 (seq, spec.name, spec.account, spec.partition, spec.cwd,
                  resolve_output_path(spec.cwd, spec.stdout, seq), resolve_output_path(spec.cwd, spec.stderr, seq),
                  spec.ntasks_per_node, spec.cpus_per_task, spec.memory_mb, spec.time_limit_s, spec.exclusive,
-                 spec.data_source, spec.requeue, at),
+                 spec.data_source, spec.requeue, traceparent, at),
             )]
         case JobCancelRequested(job_id=job_id):
             return [("update jobs set cancel_requested = true where job_id = %s", (job_id,))]

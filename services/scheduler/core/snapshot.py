@@ -12,7 +12,7 @@ import msgspec
 from services.scheduler.core.state import SchedulerState
 
 # Bump whenever SchedulerState changes shape: older snapshots are then ignored (a full replay).
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 
 
 class Snapshot(msgspec.Struct, frozen=True):

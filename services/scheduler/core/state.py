@@ -61,6 +61,8 @@ class PendingJob:
     exclusive: bool
     requeue: bool = False
     end_after: int = 0  # the JobRequeued its next run begins after (0: its first run)
+    traceparent: str | None = None  # the job's trace (JobSubmitted.traceparent)
+    submitted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,11 @@ class SchedulerState:
             if job_id in queue:
                 return queue[job_id]
         return None
+
+    def job(self, job_id: int) -> PendingJob | None:
+        """A job the scheduler still has to do with: pending, or placed (what it was when pending)."""
+        placement = self.placed.get(job_id)
+        return placement.job if placement else self.pending(job_id)
 
     def _dequeue(self, job_id: int) -> PendingJob | None:
         for queue in self.queues.values():
@@ -124,7 +131,8 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
         case JobSubmitted(spec=spec):
             if seq > state.last_seq:
                 state.queues.setdefault(spec.partition, {})[seq] = PendingJob(
-                    seq, spec.partition, spec.cpus, spec.memory_mb, spec.exclusive, spec.requeue
+                    seq, spec.partition, spec.cpus, spec.memory_mb, spec.exclusive, spec.requeue,
+                    traceparent=event.traceparent, submitted_at=event.submitted_at,
                 )
                 if event.void_if_stored_at(stored_at):
                     state.cancel_requested[seq] = LATE_SUBMISSION

@@ -1,0 +1,131 @@
+"""One job, one trace: the whole stack exports its spans over OTLP/HTTP to a receiver in this
+test, and the spans of the four services share the job's trace id with the expected parents."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from shared.embedded import free_port
+from shared.stack import Stack, StackConfig
+
+from ..conftest import eventually
+from .helpers import TERMINAL, job, submit, until_state
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    linked_traces: tuple[str, ...]
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver on a free loopback port, keeping every span it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                request = ExportTraceServiceRequest.FromString(self.rfile.read(int(self.headers["Content-Length"])))
+                for resource_spans in request.resource_spans:
+                    service = next(a.value.string_value for a in resource_spans.resource.attributes
+                                   if a.key == "service.name")
+                    receiver.spans += [
+                        ReceivedSpan(service, span.name, span.trace_id.hex(), span.span_id.hex(),
+                                     span.parent_span_id.hex(), tuple(link.trace_id.hex() for link in span.links))
+                        for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
+                body = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def of_trace(self, trace_id: str) -> list[ReceivedSpan]:
+        return [span for span in self.spans if span.trace_id == trace_id]
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    receiver.thread.start()
+    yield receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def stack(scratch, receiver) -> Iterator[Stack]:
+    config = StackConfig(home=scratch / "traced", nats_port=free_port(), pg_port=free_port(), api_port=free_port(),
+                         total_cpus=2, total_memory_mb=8192, kill_grace_seconds=2.0,
+                         extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    running = Stack(config).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def api(stack: Stack):
+    async with httpx.AsyncClient(base_url=stack.config.api_url, headers={"Authorization": f"Bearer {stack.token}"},
+                                 timeout=30) as client:
+        yield client
+
+
+async def test_a_job_is_one_trace_across_the_four_services(api, stack, receiver):
+    job_id = await submit(api, job(stack, "echo traced\n"))
+    body = await until_state(api, job_id, TERMINAL)
+    trace_id = body["detail"]["trace_id"]
+    assert body["state"] == "COMPLETED" and trace_id and len(trace_id) == 32
+
+    def one_of_each():
+        spans = {(span.service, span.name): span for span in receiver.of_trace(trace_id)}
+        wanted = {("scns-gateway", "POST /jobs/submit"), ("scns-gateway", "publish JobSubmitted"),
+                  ("scns-scheduler", "schedule JobAllocated"), ("scns-scheduler", "queued"),
+                  ("scns-executor", "run job"), ("scns-projector", "project JobSubmitted"),
+                  ("scns-projector", "project JobStarted"), ("scns-projector", "project JobFinished")}
+        return spans if wanted <= spans.keys() else None
+
+    spans = await eventually(one_of_each, what="the spans of all four services")
+    request, publish = spans["scns-gateway", "POST /jobs/submit"], spans["scns-gateway", "publish JobSubmitted"]
+    decision, run = spans["scns-scheduler", "schedule JobAllocated"], spans["scns-executor", "run job"]
+    assert request.parent_id == ""  # the trace begins with the submit request
+    assert publish.parent_id == request.span_id
+    assert decision.parent_id == publish.span_id and spans["scns-scheduler", "queued"].parent_id == publish.span_id
+    assert run.parent_id == decision.span_id
+    assert spans["scns-projector", "project JobSubmitted"].parent_id == publish.span_id
+    assert spans["scns-projector", "project JobStarted"].parent_id == run.span_id
+    assert spans["scns-projector", "project JobFinished"].parent_id == run.span_id
+
+    # Each query (the test polled the job) is a trace of its own, linked to the job's.
+    def query_linked():
+        return [span for span in receiver.spans if span.name == "query job" and trace_id in span.linked_traces]
+
+    queries = await eventually(query_linked, what="the queries' spans, linked to the job's trace")
+    assert all(query.trace_id != trace_id for query in queries)
