@@ -53,6 +53,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class JobSubmitted(Event, frozen=True, kw_only=True):
+    v: int = 2  # 2: traceparent, and spec.requeue
     spec: JobSpec
     submitted_at: datetime
     # The gateway answers 503 if JetStream has not acked by then; a submission stored later
@@ -74,6 +75,7 @@ class JobCancelRequested(Event, frozen=True, kw_only=True):
 class JobAllocated(Event, frozen=True, kw_only=True):
     """A run of the job placed on a node. A job runs once, unless requeued (see `JobRequeued`)."""
 
+    v: int = 2  # 2: end_after
     job_id: int
     node: str
     cpus: int
@@ -93,6 +95,7 @@ class JobCancelled(Event, frozen=True, kw_only=True):
 
 
 class JobStarted(Event, frozen=True, kw_only=True):
+    v: int = 2  # 2: end_after
     job_id: int
     node: str
     pid: int
@@ -119,6 +122,7 @@ class JobLost(Event, frozen=True, kw_only=True):
     """A job whose node was declared down while it held the job: NODE_FAIL (decided by the
     scheduler, which cannot ask the node). Should the node come back, it kills the job."""
 
+    v: int = 2  # 2: end_after
     job_id: int
     node: str
     reason: str

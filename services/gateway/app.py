@@ -60,6 +60,7 @@ from services.gateway.core.views import JobRecord, pending_reason, query_respons
 from services.gateway.errors import DependencyDown, JobNotFound
 from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog
 from shared.rpc import REBUILD_SUBJECT, RebuildReport
+from shared.catalogue import rendered as rendered_catalogue
 from shared.config import Settings
 from shared.telemetry import TRACEPARENT, context_of, headers_of, tracer
 from shared.events import (
@@ -84,7 +85,7 @@ MAX_VOID_SUBMISSIONS = 3  # attempts at a submission for one request, each void 
 HEALTH_TIMEOUT_S = 2.0
 MAX_PROJECTION_LAG = 10_000  # events; beyond this /health says the read model is behind
 DASHBOARD_JOBS = 20
-PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/docs", "/redoc"})
+PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/asyncapi.json", "/docs", "/redoc"})
 # When authentication is off (no admin token, loopback only), every caller is this.
 NOBODY_CHECKED = Principal("anonymous", "*", "admin")
 
@@ -380,6 +381,12 @@ async def openapi(request: Request) -> Response:
     return Response(content=request.app.state.openapi, media_type="application/json")
 
 
+@get("/asyncapi.json")
+async def asyncapi(request: Request) -> Response:
+    """The event catalogue (docs/events.md): what integrations can follow on NATS."""
+    return Response(content=request.app.state.asyncapi, media_type="application/json")
+
+
 @get("/docs")
 async def docs() -> Response:
     return Response(content=DOCS_PAGE, media_type="text/html")
@@ -498,6 +505,7 @@ def create_app(settings: Settings, traced: bool = False) -> Litestar:
         app.state.gateway = Gateway(settings, events, PostgresJobView(pool), NatsLogReader(events.nc), nodes, tokens,
                                     projection)
         app.state.openapi = msgspec.json.encode(openapi_document(VERSION))
+        app.state.asyncapi = rendered_catalogue().encode()
         try:
             yield
         finally:
@@ -507,7 +515,7 @@ def create_app(settings: Settings, traced: bool = False) -> Litestar:
 
     return Litestar(
         route_handlers=[submit, query, cancel, list_jobs, job_history, nodes, dashboard, health, root,
-                        create_token, list_tokens, revoke_token, drain_node, resume_node, rebuild, openapi, docs,
+                        create_token, list_tokens, revoke_token, drain_node, resume_node, rebuild, openapi, asyncapi, docs,
                         redoc],
         lifespan=[lifespan],
         before_request=authenticate,

@@ -74,6 +74,8 @@ async def test_openapi_and_docs_are_served(api):
     for page in ("/docs", "/redoc"):
         response = await api.get(page)
         assert response.status_code == 200 and "/openapi.json" in response.text
+    catalogue = (await api.get("/asyncapi.json", headers={"Authorization": ""})).json()  # public
+    assert catalogue["asyncapi"].startswith("3.") and catalogue["channels"]["JobSubmitted"]["address"] == "scns.submit"
 
 
 # ---- authentication ---------------------------------------------------------------------------
