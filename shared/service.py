@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 
 from shared.bus import LogBehindReadModel
 from shared.config import ConfigError, Settings, load_settings
+from shared.logs import configure_logging
 from shared.telemetry import Tracing
 
 
 def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     """Run `main(settings, stop)` until it returns; SIGTERM/SIGINT set `stop`."""
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(name)
     try:
         settings = load_settings()
     except ConfigError as error:

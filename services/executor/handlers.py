@@ -13,10 +13,11 @@ import asyncio
 import logging
 import os
 import pwd
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import nats
@@ -129,6 +130,15 @@ class RunningJob:
     shutdown: bool = False
     task: asyncio.Task | None = None
 
+    def watch(self, supervision: Coroutine[Any, Any, None]) -> None:
+        """Run the job's supervision as a task, in the run's span (its log lines carry the trace)."""
+
+        async def in_span() -> None:
+            with trace.use_span(self.span, end_on_exit=False):
+                await supervision
+
+        self.task = asyncio.create_task(in_span())
+
 
 class Executor:
     def __init__(self, events: JetStreamEventLog, node: NodeConfig, clock: Callable[[], datetime] = utcnow) -> None:
@@ -205,18 +215,18 @@ class Executor:
         submitted = await self.events.read(job_id)
         spec = submitted.event.spec if submitted and isinstance(submitted.event, JobSubmitted) else None
         if process is not None and spec is not None:
-            log.info("job %d still runs (pid %d): reattached", job_id, entry.pid)
+            log.info("job %d still runs (pid %d): reattached", job_id, entry.pid, extra={"job_id": job_id})
             running = self._running(job_id, entry.run)
             # Its start may not have been recorded before the last executor stopped (a repeat is harmless).
             await self._report_started(job_id, running, entry.pid, entry.started_at or self.clock())
-            running.task = asyncio.create_task(self._supervised(job_id, spec, running, process, entry.started_at))
+            running.watch(self._supervised(job_id, spec, running, process, entry.started_at))
             return
         if process is not None:
             await process.kill()  # its submission is not to be read: it cannot be supervised
         status = read_status(status_path)
         if status is None and process is None and spec is not None and not self._started_path(job_id).exists():
             # Its executor stopped between journaling it and spawning it: it never ran. It runs now.
-            log.info("job %d was allocated here but never started: starting it", job_id)
+            log.info("job %d was allocated here but never started: starting it", job_id, extra={"job_id": job_id})
             self._launch(job_id, spec, entry.run)
         elif status is None:
             await self._finish(job_id, entry.run, LOST, started_at=entry.started_at)
@@ -295,7 +305,8 @@ class Executor:
                 # Declared lost (or requeued) while this node was unreachable: end that run; its own
                 # report of the end will be refused (the run has its end already), so nothing is said twice.
                 if (running := self.running.get(job_id)) and running.run.end_after == end_after:
-                    log.warning("job %d was declared lost while this node was away: killing it", job_id)
+                    log.warning("job %d was declared lost while this node was away: killing it", job_id,
+                                extra={"job_id": job_id})
                     running.cancel.set()
 
     async def start(self, allocation: JobAllocated, traceparent: str | None = None) -> None:
@@ -321,7 +332,7 @@ class Executor:
         """Journal the run (before anything is spawned: it never starts twice), then start it."""
         self._write_journal(JournalEntry.of(job_id, run))
         running = self._running(job_id, run)
-        running.task = asyncio.create_task(self._run(job_id, spec, running))
+        running.watch(self._run(job_id, spec, running))
 
     def _running(self, job_id: int, run: Run) -> RunningJob:
         """A run this executor supervises, with its span."""
@@ -356,7 +367,7 @@ class Executor:
             self._write_journal(JournalEntry.of(job_id, running.run, process.pid, process.create_time, started_at))
             await self._report_started(job_id, running, process.pid, started_at)
         except Exception as error:  # a full disk, say: the job must not outlive its report
-            log.exception("job %d: could not record its start", job_id)
+            log.exception("job %d: could not record its start", job_id, extra={"job_id": job_id})
             await process.kill()
             await self._end(job_id, running,
                             Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}"), started_at)
@@ -364,6 +375,7 @@ class Executor:
         await self._supervised(job_id, spec, running, process, started_at)
 
     async def _report_started(self, job_id: int, running: RunningJob, pid: int, started_at: datetime) -> None:
+        log.info("job %d started (pid %d)", job_id, pid, extra={"job_id": job_id})
         started = JobStarted(job_id=job_id, node=self.node.name, pid=pid, started_at=started_at,
                              end_after=running.run.end_after)
         await self.events.publish_until_acked(started, f"started:{run_key(job_id, running.run.end_after)}",
@@ -390,7 +402,7 @@ class Executor:
                     returncode = job_returncode(process.returncode) if process.returncode is not None else 0
                     result = outcome(returncode, ended_by, process.last_signal_sent, spec.time_limit_s)
             except Exception as error:  # a bug: the job must not outlive its report
-                log.exception("job %d: executor failure", job_id)
+                log.exception("job %d: executor failure", job_id, extra={"job_id": job_id})
                 await process.kill()
                 result = Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}")
             await self._finish(job_id, running.run, result, started_at, running.span)
@@ -447,6 +459,8 @@ class Executor:
             )
         # The scheduler names a requeue alike: should both decide it, the log keeps one.
         msg_id = f"{type(end).__name__}:{run_key(job_id, run.end_after)}"
+        log.info("job %d: %s %s", job_id, type(end).__name__ if isinstance(end, JobRequeued) else result.state,
+                 result.exit_code, extra={"job_id": job_id})
         span.set_attributes({"scns.state": result.state, "scns.exit_code": result.exit_code})
         context = (trace.set_span_in_context(span) if span.get_span_context().is_valid
                    else context_of({TRACEPARENT: run.traceparent} if run.traceparent else None))
@@ -454,7 +468,7 @@ class Executor:
         span.end()
         if stored is None:
             log.warning("job %d: this run had its end already (declared lost?): this %s is not recorded", job_id,
-                        result.state)
+                        result.state, extra={"job_id": job_id})
         self._forget(job_id)
 
     def _forget(self, job_id: int) -> None:

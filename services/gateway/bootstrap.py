@@ -8,10 +8,12 @@ import uvicorn
 
 from services.gateway.app import create_asgi_app
 from shared.config import ConfigError, load_settings
+from shared.logs import configure_logging
 from shared.telemetry import Tracing
 
 
 def main() -> None:
+    configure_logging("gateway")
     tracing = Tracing("scns-gateway")
     try:
         settings = load_settings()

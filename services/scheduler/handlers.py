@@ -164,7 +164,7 @@ class Scheduler:
             seq = await self.events.publish_end(decision, msg_id, decision.end_after, headers)
             if seq is None:
                 log.info("job %d: its run had ended already; %s not recorded", decision.job_id,
-                         type(decision).__name__)
+                         type(decision).__name__, extra={"job_id": decision.job_id})
             return seq
         seq = await self.events.publish_if_last(decision, msg_id, ELECTIONS, self.state.election_seq, headers)
         if seq is None:

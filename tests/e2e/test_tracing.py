@@ -3,6 +3,7 @@ test, and the spans of the four services share the job's trace id with the expec
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,6 +123,12 @@ async def test_a_job_is_one_trace_across_the_four_services(api, stack, receiver)
     assert spans["scns-projector", "project JobSubmitted"].parent_id == publish.span_id
     assert spans["scns-projector", "project JobStarted"].parent_id == run.span_id
     assert spans["scns-projector", "project JobFinished"].parent_id == run.span_id
+
+    # The executor's log lines about the job are JSON carrying its id and its trace.
+    lines = [json.loads(line) for line in (stack.logs / "executor.log").read_text().splitlines()
+             if line.startswith("{")]
+    about_the_job = [line for line in lines if line.get("job_id") == int(job_id)]
+    assert about_the_job and all(line["trace_id"] == trace_id for line in about_the_job)
 
     # Each query (the test polled the job) is a trace of its own, linked to the job's.
     def query_linked():
