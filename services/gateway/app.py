@@ -25,6 +25,8 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
@@ -47,18 +49,20 @@ from services.gateway.core.auth import (
 )
 from services.gateway.core.health import ProjectionWatch
 from services.gateway.core.openapi import openapi_document
+from services.gateway.core.stream import job_of, start_after, visible
 from services.gateway.core.validation import (
     RequestInvalid,
     TokenRequest,
     decode_body,
     decode_submit,
+    error,
     parse_job_id,
     parse_listing,
     to_spec,
 )
 from services.gateway.core.views import JobRecord, pending_reason, query_response
 from services.gateway.errors import DependencyDown, JobNotFound
-from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog
+from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog, decode_message
 from shared.rpc import REBUILD_SUBJECT, RebuildReport
 from shared.catalogue import rendered as rendered_catalogue
 from shared.config import Settings
@@ -81,6 +85,7 @@ LIVE_SCHEMA = "scns"  # the projector's read model (it owns the schema; we only 
 REBUILD_TIMEOUT_S = 3600.0
 NODES_READY_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 3.0  # then 503; a submission stored later is withdrawn (JobSubmitted.accept_until)
+MAX_STREAM_ACCOUNTS = 100_000  # job id -> account entries one /events stream remembers
 MAX_VOID_SUBMISSIONS = 3  # attempts at a submission for one request, each void if stored too late
 HEALTH_TIMEOUT_S = 2.0
 MAX_PROJECTION_LAG = 10_000  # events; beyond this /health says the read model is behind
@@ -144,6 +149,24 @@ class Gateway:
                 return job_id
             msg_id = f"{msg_id}:after:{job_id}"  # the same for every later retry: still idempotent
         raise DependencyDown("NATS (event log) kept storing this submission too late to be valid: retry later")
+
+    async def visible_events(self, start_seq: int, viewer: str | None) -> AsyncIterator[ServerSentEventMessage]:
+        """The log from `start_seq` on, as server-sent events, without what `viewer` may not see."""
+        accounts: dict[int, str | None] = {}  # job id -> account, as learnt from the submissions
+        async for msg in self.events.replay(start_seq):
+            delivered = decode_message(msg)
+            if delivered is None:
+                continue
+            job_id = job_of(delivered.event, delivered.seq)
+            if viewer is not None and job_id is not None and job_id not in accounts:
+                if len(accounts) > MAX_STREAM_ACCOUNTS:
+                    accounts.clear()
+                submitted = delivered if isinstance(delivered.event, JobSubmitted) else await self.events.read(job_id)
+                accounts[job_id] = submitted.event.spec.account if submitted and isinstance(
+                    submitted.event, JobSubmitted) else None
+            if visible(delivered.event, viewer, accounts.get(job_id)):
+                yield ServerSentEventMessage(data=msg.data.decode(), event=type(delivered.event).__name__,
+                                             id=delivered.seq)
 
     async def void_submission(self, job_id: int) -> bool:
         delivered = await self.nats(self.events.read(job_id), "event log")
@@ -249,6 +272,23 @@ async def job_history(request: Request, job_id: FromPath[str]) -> Response:
     later = await gateway.nats(gateway.events.history(job_subjects(job.job_id), job.job_id + 1), "event log")
     entries = [(d.seq, d.stored_at, d.event) for d in [submitted, *later] if d is not None]
     return json_response(views.job_events(job.job_id, entries))
+
+
+@get("/events")
+async def event_stream(request: Request) -> ServerSentEvent:
+    """The event stream as server-sent events, for clients that cannot speak NATS: each event's
+    `id` is its stream sequence, so a reconnecting client resumes with Last-Event-ID (0: from
+    the start); without one, from now on. A user sees its account's jobs and the nodes."""
+    gateway, principal = gateway_of(request), principal_of(request)
+    try:
+        after = start_after(request.headers.get("last-event-id"))
+    except ValueError as problem:
+        raise RequestInvalid([error(["header", "Last-Event-ID"], str(problem),
+                                    request.headers.get("last-event-id"))]) from None
+    if after is None:
+        after = await gateway.nats(gateway.events.last_seq(), "event log")
+    viewer = None if principal.is_admin else principal.account
+    return ServerSentEvent(gateway.visible_events(after + 1, viewer))
 
 
 # ---- cluster ---------------------------------------------------------------------------------
@@ -516,6 +556,7 @@ def create_app(settings: Settings, traced: bool = False) -> Litestar:
     return Litestar(
         route_handlers=[submit, query, cancel, list_jobs, job_history, nodes, dashboard, health, root,
                         create_token, list_tokens, revoke_token, drain_node, resume_node, rebuild, openapi, asyncapi, docs,
+                        event_stream,
                         redoc],
         lifespan=[lifespan],
         before_request=authenticate,

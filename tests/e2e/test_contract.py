@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import subprocess
@@ -449,3 +451,55 @@ async def test_a_drained_node_takes_no_new_jobs_until_resumed(api, stack):
     finally:
         assert (await api.post(f"/admin/nodes/{node}/resume")).status_code == 200
     assert (await until_state(api, waiting, TERMINAL))["job_log"]["stdout"] == "resumed\n"
+
+
+# ---- GET /events (server-sent events) ----------------------------------------------------------
+
+async def read_events(client: httpx.AsyncClient, enough, **headers) -> list[dict]:
+    """Server-sent events from /events, each {"id", "event", "data"}, until `enough(events)`."""
+    events: list[dict] = []
+    current: dict = {}
+    async with client.stream("GET", "/events", headers=headers) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        async with asyncio.timeout(30):
+            async for line in response.aiter_lines():
+                if line:
+                    field, _, value = line.partition(":")
+                    current[field] = value.strip()
+                    continue
+                if current:
+                    events.append(current)
+                    current = {}
+                if enough(events):
+                    return events
+    raise AssertionError("the stream ended")
+
+
+def job_of_sse(event: dict) -> int:
+    return int(event["id"]) if event["event"] == "JobSubmitted" else json.loads(event["data"]).get("job_id")
+
+
+async def test_the_event_stream_shows_a_user_only_its_jobs_and_resumes_after_last_event_id(api, stack, user_api):
+    alice = await user_api("acct-sse-a")
+    other = int(await submit(api, job(stack, "true\n", account="acct-sse-b")))
+    mine = int(await submit(alice, job(stack, "echo streamed\n", account="acct-sse-a")))
+    await until_state(alice, str(mine), TERMINAL)
+    await until_state(api, str(other), TERMINAL)
+
+    def mine_finished(events):
+        return any(e["event"] == "JobFinished" and job_of_sse(e) == mine for e in events)
+
+    events = await read_events(alice, mine_finished, **{"Last-Event-ID": str(min(mine, other) - 1)})
+    assert other not in {job_of_sse(e) for e in events}  # another account's job is not shown
+    of_mine = [e for e in events if job_of_sse(e) == mine]
+    assert [e["event"] for e in of_mine] == ["JobSubmitted", "JobAllocated", "JobStarted", "JobFinished"]
+    assert [int(e["id"]) for e in events] == sorted(int(e["id"]) for e in events)  # in stream order
+    # Reconnecting with the id of the allocation continues right after it: no gap, no repeat.
+    allocated = of_mine[1]
+    (resumed,) = await read_events(alice, lambda got: len(got) == 1, **{"Last-Event-ID": allocated["id"]})
+    assert resumed == events[events.index(allocated) + 1]
+
+
+async def test_the_event_stream_refuses_a_last_event_id_it_never_sent(api):
+    response = await api.get("/events", headers={"Last-Event-ID": "yesterday"})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["header", "Last-Event-ID"]
