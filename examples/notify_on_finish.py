@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Example integration: write a line whenever a job of one account ends.
+
+It needs nothing of SCNS-Conductor but nats-py: its own durable consumer on the event stream,
+filtered to the jobs' ends, started from any stream sequence or time, acknowledging each event
+explicitly once its line is written. Each line starts with the event's stream sequence; on start
+it skips what the file already has, so a crash between writing and acknowledging repeats
+nothing, and a stop (or a NATS restart) loses nothing: the consumer keeps the position.
+
+    python examples/notify_on_finish.py --account project_alpha --output finished.txt [--from-seq 1 | --since 2026-11-28T00:00:00Z]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import datetime
+from pathlib import Path
+
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+STREAM = "SCNS"
+ENDS = "scns.job.*.end.>"  # see docs/events.md
+STATE_OF = {"JobCancelled": "CANCELLED", "JobLost": "NODE_FAIL"}  # JobFinished carries its own
+
+
+def line_for(seq: int, event: dict, job_account: str, account: str) -> str | None:
+    """The line for an end event, or None (a requeue is not an end; another account's job)."""
+    if event["type"] == "JobRequeued" or job_account != account:
+        return None
+    state = STATE_OF.get(event["type"], event.get("state"))
+    return f"{seq} job {event['job_id']} {state} {event.get('exit_code', '0:0')}"
+
+
+def last_written(output: Path) -> int:
+    if not output.exists():
+        return 0
+    return max((int(line.split()[0]) for line in output.read_text().splitlines() if line), default=0)
+
+
+async def ensure_consumer(js, durable: str, from_seq: int | None, since: datetime | None) -> None:
+    """Create the durable consumer unless it exists: an existing one keeps its position."""
+    try:
+        await js.consumer_info(STREAM, durable)
+        return
+    except NotFoundError:
+        pass
+    if since is not None:
+        start = {"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": since.isoformat()}
+    elif from_seq is not None:
+        start = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": from_seq}
+    else:
+        start = {"deliver_policy": DeliverPolicy.NEW}
+    await js.add_consumer(STREAM, ConsumerConfig(durable_name=durable, filter_subject=ENDS,
+                                                 ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1000, **start))
+
+
+async def follow(nats_url: str, account: str, output: Path, durable: str, from_seq: int | None = None,
+                 since: datetime | None = None, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    try:
+        js = nc.jetstream()
+        await ensure_consumer(js, durable, from_seq, since)
+        sub = await js.pull_subscribe_bind(durable=durable, stream=STREAM)
+        written = last_written(output)
+        accounts: dict[int, str] = {}
+        while not stop.is_set():
+            try:
+                messages = await sub.fetch(100, timeout=1)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue
+            except nats.errors.Error:  # NATS restarting: wait for the client to reconnect
+                await asyncio.sleep(0.5)
+                continue
+            for msg in messages:
+                seq, event = msg.metadata.sequence.stream, json.loads(msg.data)
+                if seq > written:
+                    job_id = event["job_id"]
+                    if job_id not in accounts:  # the job's submission is the message at its id
+                        accounts[job_id] = json.loads((await js.get_msg(STREAM, seq=job_id)).data)["spec"]["account"]
+                    if line := line_for(seq, event, accounts[job_id], account):
+                        with output.open("a") as file:
+                            file.write(line + "\n")
+                    written = seq
+                await msg.ack()
+    finally:
+        await nc.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nats", default="nats://127.0.0.1:14222")
+    parser.add_argument("--account", required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--durable", default=None, help="consumer name (default: notify-<account>)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--from-seq", type=int, help="on first start: from this stream sequence")
+    start.add_argument("--since", type=datetime.fromisoformat, help="on first start: from this time")
+    args = parser.parse_args()
+    try:
+        asyncio.run(follow(args.nats, args.account, args.output, args.durable or f"notify-{args.account}",
+                           args.from_seq, args.since))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
