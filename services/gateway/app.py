@@ -48,6 +48,8 @@ from services.gateway.core.auth import (
     visible_account,
 )
 from services.gateway.core.health import ProjectionWatch
+from services.gateway.core.metrics import Snapshot as MetricsSnapshot
+from services.gateway.core.metrics import render as render_metrics
 from services.gateway.core.openapi import openapi_document
 from services.gateway.core.stream import job_of, start_after, visible
 from services.gateway.core.validation import (
@@ -68,6 +70,7 @@ from shared.catalogue import rendered as rendered_catalogue
 from shared.config import Settings
 from shared.telemetry import TRACEPARENT, context_of, headers_of, tracer
 from shared.events import (
+    STREAM,
     TERMINAL_STATES,
     Event,
     JobCancelRequested,
@@ -90,7 +93,7 @@ MAX_VOID_SUBMISSIONS = 3  # attempts at a submission for one request, each void 
 HEALTH_TIMEOUT_S = 2.0
 MAX_PROJECTION_LAG = 10_000  # events; beyond this /health says the read model is behind
 DASHBOARD_JOBS = 20
-PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/asyncapi.json", "/docs", "/redoc"})
+PUBLIC_PATHS = frozenset({"/", "/health", "/metrics", "/openapi.json", "/asyncapi.json", "/docs", "/redoc"})
 # When authentication is off (no admin token, loopback only), every caller is this.
 NOBODY_CHECKED = Principal("anonymous", "*", "admin")
 
@@ -333,6 +336,22 @@ async def health(request: Request) -> Response:
     return json_response(body, 200 if healthy else 503)
 
 
+@get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: queue depth, running jobs, CPUs per node, submit/finish totals,
+    wait and run time histograms, projection lag and executor redeliveries."""
+    gateway = gateway_of(request)
+    queued, running, node_cpus, submitted, finished, wait, run = await gateway.jobs.metrics()
+    try:
+        lag = max(0, await asyncio.wait_for(gateway.events.last_seq(), HEALTH_TIMEOUT_S) - await gateway.jobs.position())
+        executors = await asyncio.wait_for(gateway.events.js.consumers_info(STREAM), HEALTH_TIMEOUT_S)
+        redeliveries = sum(info.num_redelivered or 0 for info in executors if info.name.startswith("executor-"))
+    except (*NATS_UNAVAILABLE, asyncio.TimeoutError):
+        lag = redeliveries = None  # the read model's figures are still worth giving
+    snapshot = MetricsSnapshot(queued, running, node_cpus, submitted, finished, wait, run, lag, redeliveries)
+    return Response(content=render_metrics(snapshot), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
 @get("/")
 async def root() -> Response:
     return json_response(wire.About(service="SCNS-Conductor API", version=VERSION, status="running"))
@@ -556,7 +575,7 @@ def create_app(settings: Settings, traced: bool = False) -> Litestar:
     return Litestar(
         route_handlers=[submit, query, cancel, list_jobs, job_history, nodes, dashboard, health, root,
                         create_token, list_tokens, revoke_token, drain_node, resume_node, rebuild, openapi, asyncapi, docs,
-                        event_stream,
+                        event_stream, metrics,
                         redoc],
         lifespan=[lifespan],
         before_request=authenticate,

@@ -11,6 +11,7 @@ import sys
 import uuid
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 import pytest
 
 from ..conftest import eventually
@@ -503,3 +504,36 @@ async def test_the_event_stream_shows_a_user_only_its_jobs_and_resumes_after_las
 async def test_the_event_stream_refuses_a_last_event_id_it_never_sent(api):
     response = await api.get("/events", headers={"Last-Event-ID": "yesterday"})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["header", "Last-Event-ID"]
+
+
+# ---- GET /metrics -------------------------------------------------------------------------------
+
+async def scrape(stack) -> dict[tuple[str, tuple], float]:
+    """(sample name, sorted labels) -> value, parsed by Prometheus' own parser."""
+    async with httpx.AsyncClient(base_url=stack.config.api_url) as anonymous:  # public, as scrapers expect
+        response = await anonymous.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+
+
+async def test_metrics_parse_and_the_queue_depth_follows_submits_and_finishes(api, stack):
+    depth = ("scns_queue_depth", (("partition", "default"),))
+    before = await scrape(stack)
+    blocker = await submit(api, job(stack, "sleep 3063\n", cpus=2, time_limit="60"))
+    await until_state(api, blocker, {"RUNNING"})
+    waiting = await submit(api, job(stack, "echo waited\n"))  # the node is full: it queues
+
+    async def queued(expected):
+        return (await scrape(stack)).get(depth, 0) == expected
+
+    await eventually(lambda: queued(before.get(depth, 0) + 1), what="the queue depth to count the waiting job")
+    await api.post(f"/jobs/cancel/{blocker}")
+    await until_state(api, waiting, TERMINAL)
+    await eventually(lambda: queued(before.get(depth, 0)), what="the queue depth to come back down")
+    after = await scrape(stack)
+    assert after[("scns_jobs_submitted_total", ())] == before[("scns_jobs_submitted_total", ())] + 2
+    completed = ("scns_jobs_finished_total", (("state", "COMPLETED"),))
+    assert after[completed] == before.get(completed, 0) + 1
+    waits = ("scns_job_wait_seconds_count", ())
+    assert after[waits] == before[waits] + 2 and after[("scns_node_cpus", (("node", stack.config.node_name),))] == 2

@@ -9,6 +9,7 @@ import psycopg
 from psycopg.rows import class_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from services.gateway.core.metrics import BUCKETS, Histogram
 from services.gateway.core.views import JobRecord, NodeRecord
 from services.gateway.errors import DependencyDown
 
@@ -44,6 +45,26 @@ class PostgresJobView:
             cursor = conn.cursor(row_factory=class_row(row_type) if row_type else tuple_row)
             await cursor.execute(sql, params)
             return await cursor.fetchall()
+
+    async def metrics(self) -> tuple[dict[str, int], int, dict[str, tuple[int, int]], int, dict[str, int],
+                                     Histogram, Histogram]:
+        """(queue depth per partition, running, node CPUs, submitted, finished per state, wait and
+        run time histograms), read from the read model."""
+        queued = await self._fetch("select partition, count(*) from jobs where state = 'PENDING' and node = ''"
+                                   " group by partition")
+        states = dict(await self._fetch("select state, count(*) from jobs group by state"))
+        nodes = await self._fetch("select node_name, allocated_cpus, total_cpus from nodes")
+        finished = {state: count for state, count in states.items() if state not in ("PENDING", "RUNNING")}
+        return (dict(queued), states.get("RUNNING", 0), {name: (used, total) for name, used, total in nodes},
+                sum(states.values()), finished,
+                await self._histogram("start_time - submit_time", "start_time is not null"),
+                await self._histogram("end_time - start_time", "start_time is not null and end_time is not null"))
+
+    async def _histogram(self, interval: str, where: str) -> Histogram:
+        seconds = f"extract(epoch from {interval})"
+        buckets = ", ".join(f"count(*) filter (where {seconds} <= {bound})" for bound in BUCKETS)
+        row = (await self._fetch(f"select count(*), coalesce(sum({seconds}), 0), {buckets} from jobs where {where}"))[0]
+        return Histogram(cumulative=tuple(row[2:]), count=row[0], total=float(row[1]))
 
     async def job(self, job_id: int) -> JobRecord | None:
         rows = await self._fetch(f"select {JOB_COLUMNS} from jobs where job_id = %s", (job_id,), JobRecord)
