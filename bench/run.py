@@ -8,6 +8,7 @@ Measures (each printed as a table row and as the load generator's JSON line):
   rebuild  the projector replaying 100,000 events into a fresh read model (events/s)
   durability  JetStream publish rates: one server (default sync, sync always), 3 servers with R3
   recovery  scheduler catch-up from a snapshot vs from the start; fail-over after a SIGKILL
+  tracing   submit throughput with tracing off and on (spans exported to an in-process receiver)
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def main() -> int:
         print(json.dumps(data, ensure_ascii=False))
     extras = (("rebuild.py", "--events", str(rebuild_events)),
               ("durability.py", "--events", str(durability_events)),
-              ("recovery.py", "--events", str(rebuild_events), "--rounds", "2" if args.quick else "5"))
+              ("recovery.py", "--events", str(rebuild_events), "--rounds", "2" if args.quick else "5"),
+              ("tracing.py", "--jobs", str(submits)))
     for script, *options in extras:
         extra = subprocess.run([sys.executable, str(HERE / script), *options],
                                capture_output=True, text=True, timeout=1800)

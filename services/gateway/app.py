@@ -592,6 +592,7 @@ def create_app(settings: Settings, traced: bool = False) -> Litestar:
         state=State(),
         # Tracing off: not even the middleware runs.
         plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(scope_span_details_extractor=span_name_of,
+                                                         exclude=["^/health$", "^/metrics$"],  # probes and scrapes
                                                          exclude_spans=["receive", "send"]))] if traced else [],
         openapi_config=None,
         logging_config=None,

@@ -4,19 +4,13 @@ test, and the spans of the four services share the job's trace id with the expec
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
 from shared.embedded import free_port
+from shared.otlp_receiver import OtlpReceiver
 from shared.stack import Stack, StackConfig
 
 from ..conftest import eventually
@@ -25,61 +19,10 @@ from .helpers import TERMINAL, job, submit, until_state
 pytestmark = pytest.mark.e2e
 
 
-@dataclass(frozen=True)
-class ReceivedSpan:
-    service: str
-    name: str
-    trace_id: str
-    span_id: str
-    parent_id: str
-    linked_traces: tuple[str, ...]
-
-
-class OtlpReceiver:
-    """An OTLP/HTTP trace receiver on a free loopback port, keeping every span it is sent."""
-
-    def __init__(self) -> None:
-        self.spans: list[ReceivedSpan] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                request = ExportTraceServiceRequest.FromString(self.rfile.read(int(self.headers["Content-Length"])))
-                for resource_spans in request.resource_spans:
-                    service = next(a.value.string_value for a in resource_spans.resource.attributes
-                                   if a.key == "service.name")
-                    receiver.spans += [
-                        ReceivedSpan(service, span.name, span.trace_id.hex(), span.span_id.hex(),
-                                     span.parent_span_id.hex(), tuple(link.trace_id.hex() for link in span.links))
-                        for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
-                body = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def of_trace(self, trace_id: str) -> list[ReceivedSpan]:
-        return [span for span in self.spans if span.trace_id == trace_id]
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
-    receiver.thread.start()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
+    with OtlpReceiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +66,8 @@ async def test_a_job_is_one_trace_across_the_four_services(api, stack, receiver)
     assert spans["scns-projector", "project JobSubmitted"].parent_id == publish.span_id
     assert spans["scns-projector", "project JobStarted"].parent_id == run.span_id
     assert spans["scns-projector", "project JobFinished"].parent_id == run.span_id
+
+    assert not [span for span in receiver.spans if span.name == "GET /health"]  # probes are not traced
 
     # The executor's log lines about the job are JSON carrying its id and its trace.
     lines = [json.loads(line) for line in (stack.logs / "executor.log").read_text().splitlines()
