@@ -27,6 +27,7 @@ class ReceivedSpan:
     linked_traces: tuple[str, ...]
     start_ns: int
     end_ns: int
+    attributes: tuple[tuple[str, str], ...] = ()
 
     @property
     def milliseconds(self) -> float:
@@ -49,7 +50,8 @@ class OtlpReceiver:
                     receiver.spans += [
                         ReceivedSpan(service, span.name, span.trace_id.hex(), span.span_id.hex(),
                                      span.parent_span_id.hex(), tuple(link.trace_id.hex() for link in span.links),
-                                     span.start_time_unix_nano, span.end_time_unix_nano)
+                                     span.start_time_unix_nano, span.end_time_unix_nano,
+                                     tuple((a.key, str(getattr(a.value, a.value.WhichOneof("value")))) for a in span.attributes))
                         for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
                 body = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)

@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from services.executor.adapters.process import JobProcess, read_status
+from services.executor.adapters.process import JobProcess, read_cpu_seconds, read_status
 from services.executor.core.lifecycle import (
     LOST,
     EndedBy,
@@ -462,6 +462,8 @@ class Executor:
         log.info("job %d: %s %s", job_id, type(end).__name__ if isinstance(end, JobRequeued) else result.state,
                  result.exit_code, extra={"job_id": job_id})
         span.set_attributes({"scns.state": result.state, "scns.exit_code": result.exit_code})
+        if (cpu_seconds := read_cpu_seconds(self._status_path(job_id))) is not None:
+            span.set_attribute("scns.cpu_seconds", cpu_seconds)
         context = (trace.set_span_in_context(span) if span.get_span_context().is_valid
                    else context_of({TRACEPARENT: run.traceparent} if run.traceparent else None))
         stored = await self.events.publish_end(end, msg_id, run.end_after, headers_of(context))

@@ -63,6 +63,8 @@ async def test_a_job_is_one_trace_across_the_four_services(api, stack, receiver)
     assert publish.parent_id == request.span_id
     assert decision.parent_id == publish.span_id and spans["scns-scheduler", "queued"].parent_id == publish.span_id
     assert run.parent_id == decision.span_id
+    usage = dict(run.attributes)
+    assert (usage["scns.state"], usage["scns.exit_code"]) == ("COMPLETED", "0:0") and float(usage["scns.cpu_seconds"]) >= 0
     assert spans["scns-projector", "project JobSubmitted"].parent_id == publish.span_id
     assert spans["scns-projector", "project JobStarted"].parent_id == run.span_id
     assert spans["scns-projector", "project JobFinished"].parent_id == run.span_id

@@ -1,3 +1,4 @@
+from services.executor.adapters.process import read_cpu_seconds, read_status
 from services.executor.core.lifecycle import (
     LOST,
     LOST_MESSAGE,
@@ -63,3 +64,11 @@ def test_only_a_lost_run_of_a_job_with_requeue_is_requeued():
     assert not requeued(LOST, requeue=False)
     for ended_by in (EndedBy.ITSELF, EndedBy.CANCEL, EndedBy.TIMEOUT):  # its own end, or ours: final
         assert not requeued(outcome(1, ended_by, 15, 60), requeue=True)
+
+
+def test_the_cpu_time_the_supervising_shell_recorded(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("3\n0m0.010000s 0m0.000000s\n1m2.500000s 0m0.250000s\n")
+    assert read_status(status) == 3 and read_cpu_seconds(status) == 62.75
+    status.write_text("3\n")  # written by an older supervisor: the status, no times
+    assert read_status(status) == 3 and read_cpu_seconds(status) is None

@@ -12,21 +12,33 @@ from pathlib import Path
 import psutil
 
 
-# The job runs under a small shell that records how it ended in a status file, so that an
-# executor restarted meanwhile still learns the true exit status ($0 is the status file); before
+# The job runs under a small shell that records how it ended in a status file (the exit status,
+# then `times`: the CPU time used), so that an executor restarted meanwhile still learns the true
+# exit status ($0 is the status file); before
 # it starts the job it makes "$0.started", so a run without it never started. The shell traps
 # (not ignores: the job keeps the default) SIGTERM, SIGINT and SIGHUP, so a cancel reaches the
 # job, the job gets its grace period, and the shell still records its end.
 SUPERVISOR = ': > "$0.started"; trap : TERM INT HUP; "$@" & wait $!; code=$?; ' \
              'while kill -0 $! 2>/dev/null; do wait $!; code=$?; done; ' \
-             'echo "$code" > "$0.tmp" && mv "$0.tmp" "$0"; exit "$code"'
+             '{ echo "$code"; times; } > "$0.tmp" && mv "$0.tmp" "$0"; exit "$code"'
 
 
 def read_status(path: Path) -> int | None:
     """The job's exit status as its supervising shell recorded it, or None (it did not end by itself)."""
     try:
-        return int(path.read_text().strip())
+        return int(path.read_text().split("\n", 1)[0].strip())
     except (OSError, ValueError):
+        return None
+
+
+def read_cpu_seconds(path: Path) -> float | None:
+    """The CPU time (user + system) the job's processes used, as its supervising shell recorded it
+    (the children line of `times`: "0m1.250000s 0m0.030000s"), or None."""
+    try:
+        children = path.read_text().splitlines()[2].split()
+        return sum(int(minutes) * 60 + float(seconds.rstrip("s"))
+                   for minutes, seconds in (value.split("m") for value in children))
+    except (OSError, IndexError, ValueError):
         return None
 
 
