@@ -1,4 +1,4 @@
-"""A small OTLP/HTTP trace receiver: the tests and benchmarks collect spans with it, and
+"""A small OTLP/HTTP receiver of traces (and of metric names): the tests and benchmarks collect with it, and
 `python -m shared.otlp_receiver [--port 4318]` prints each trace it receives as a tree, for a
 look at a job's trace without a tracing backend (point the stack's OTEL_EXPORTER_OTLP_ENDPOINT
 at it). Loopback only."""
@@ -11,6 +11,10 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -35,15 +39,22 @@ class ReceivedSpan:
 
 
 class OtlpReceiver:
-    """Keeps every span it is sent (POST /v1/traces, protobuf), serving from a thread."""
+    """Keeps every span (POST /v1/traces) and every (service, metric name) (POST /v1/metrics) it
+    is sent, as protobuf; serving from a thread."""
 
     def __init__(self, port: int = 0) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.metrics: set[tuple[str, str]] = set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                request = ExportTraceServiceRequest.FromString(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/metrics":
+                    receiver.take_metrics(ExportMetricsServiceRequest.FromString(body))
+                    self.answer(ExportMetricsServiceResponse())
+                    return
+                request = ExportTraceServiceRequest.FromString(body)
                 for resource_spans in request.resource_spans:
                     service = next((a.value.string_value for a in resource_spans.resource.attributes
                                     if a.key == "service.name"), "")
@@ -53,7 +64,10 @@ class OtlpReceiver:
                                      span.start_time_unix_nano, span.end_time_unix_nano,
                                      tuple((a.key, str(getattr(a.value, a.value.WhichOneof("value")))) for a in span.attributes))
                         for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
-                body = ExportTraceServiceResponse().SerializeToString()
+                self.answer(ExportTraceServiceResponse())
+
+            def answer(self, response) -> None:
+                body = response.SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(body)))
@@ -65,6 +79,13 @@ class OtlpReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def take_metrics(self, request: ExportMetricsServiceRequest) -> None:
+        for resource_metrics in request.resource_metrics:
+            service = next((a.value.string_value for a in resource_metrics.resource.attributes
+                            if a.key == "service.name"), "")
+            self.metrics |= {(service, metric.name) for scope in resource_metrics.scope_metrics
+                             for metric in scope.metrics}
 
     @property
     def endpoint(self) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from shared.bus import LogBehindReadModel
 from shared.config import ConfigError, Settings, load_settings
 from shared.logs import configure_logging
-from shared.telemetry import Tracing
+from shared.telemetry import Telemetry
 
 
 def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
@@ -28,13 +28,13 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
             loop.add_signal_handler(signum, stop.set)
         await main(settings, stop)
 
-    tracing = Tracing(f"scns-{name}")
+    telemetry = Telemetry(f"scns-{name}")
     try:
         asyncio.run(guarded())
     except (ConnectionError, ConfigError, LogBehindReadModel) as error:
         sys.exit(f"{name}: {error}")
     finally:
-        tracing.shutdown()  # what is still buffered is exported
+        telemetry.shutdown()  # what is still buffered is exported
 
 
 async def until_stopped(stop: asyncio.Event, *tasks: Awaitable[None]) -> None:

@@ -19,41 +19,59 @@ TRACER_NAME = "scns-conductor"
 TRACEPARENT = "traceparent"
 
 
-def tracing_configured(environ: Mapping[str, str]) -> bool:
-    """Whether the OTEL_* variables ask for traces to be exported (OTLP/HTTP)."""
+def exporting(signal: str, environ: Mapping[str, str]) -> bool:
+    """Whether the OTEL_* variables ask for this signal ("traces", "metrics") to be exported over OTLP."""
     if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return False
-    exporter = environ.get("OTEL_TRACES_EXPORTER", "otlp").lower()
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    exporter = environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").lower()
+    endpoint = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     return exporter == "otlp" and bool(endpoint)
 
 
-class Tracing:
-    """The service's tracer provider, when tracing is on; `shutdown` exports what is left."""
+class Telemetry:
+    """The service's tracer provider (and, for a service that has metrics, its meter provider)
+    when OTEL_* turns them on; `shutdown` exports what is left."""
 
-    def __init__(self, service: str, environ: Mapping[str, str] | None = None) -> None:
-        self.provider = None
+    def __init__(self, service: str, environ: Mapping[str, str] | None = None, with_metrics: bool = False) -> None:
+        self.tracer_provider = self.meter_provider = None
         environ = os.environ if environ is None else environ
-        if not tracing_configured(environ):
+        traced, metered = exporting("traces", environ), with_metrics and exporting("metrics", environ)
+        if not (traced or metered):
             return
-        # Imported only when on: a service without tracing pays nothing for the SDK.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        # Imported only when on: a service without telemetry pays nothing for the SDK.
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or service})
-        self.provider = TracerProvider(resource=resource)
-        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        trace.set_tracer_provider(self.provider)
+        if traced:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            self.tracer_provider = TracerProvider(resource=resource)
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            trace.set_tracer_provider(self.tracer_provider)
+        if metered:
+            from opentelemetry import metrics
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            reader = PeriodicExportingMetricReader(OTLPMetricExporter())  # OTEL_METRIC_EXPORT_INTERVAL
+            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            metrics.set_meter_provider(self.meter_provider)
 
     @property
-    def enabled(self) -> bool:
-        return self.provider is not None
+    def traced(self) -> bool:
+        return self.tracer_provider is not None
+
+    @property
+    def metered(self) -> bool:
+        return self.meter_provider is not None
 
     def shutdown(self) -> None:
-        if self.provider is not None:
-            self.provider.shutdown()
+        for provider in (self.tracer_provider, self.meter_provider):
+            if provider is not None:
+                provider.shutdown()
 
 
 def tracer() -> trace.Tracer:

@@ -50,6 +50,7 @@ from services.gateway.core.auth import (
 from services.gateway.core.health import ProjectionWatch
 from services.gateway.core.metrics import Snapshot as MetricsSnapshot
 from services.gateway.core.metrics import render as render_metrics
+from services.gateway.adapters.otel_metrics import observe
 from services.gateway.core.openapi import openapi_document
 from services.gateway.core.stream import job_of, start_after, visible
 from services.gateway.core.validation import (
@@ -88,6 +89,7 @@ LIVE_SCHEMA = "scns"  # the projector's read model (it owns the schema; we only 
 REBUILD_TIMEOUT_S = 3600.0
 NODES_READY_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 3.0  # then 503; a submission stored later is withdrawn (JobSubmitted.accept_until)
+METRICS_REFRESH_S = 10.0  # how fresh the figures OpenTelemetry's metric reader exports are
 MAX_STREAM_ACCOUNTS = 100_000  # job id -> account entries one /events stream remembers
 MAX_VOID_SUBMISSIONS = 3  # attempts at a submission for one request, each void if stored too late
 HEALTH_TIMEOUT_S = 2.0
@@ -109,6 +111,7 @@ class Gateway:
     nodes: NodeDirectory
     tokens: NatsTokenStore
     projection: ProjectionWatch
+    last_metrics: MetricsSnapshot | None = None
 
     async def job(self, job_id: int) -> JobRecord:
         if (record := await self.jobs.job(job_id)) is not None:
@@ -170,6 +173,27 @@ class Gateway:
             if visible(delivered.event, viewer, accounts.get(job_id)):
                 yield ServerSentEventMessage(data=msg.data.decode(), event=type(delivered.event).__name__,
                                              id=delivered.seq)
+
+    async def metrics(self) -> MetricsSnapshot:
+        queued, running, node_cpus, submitted, finished, wait, run = await self.jobs.metrics()
+        try:
+            lag = max(0, await asyncio.wait_for(self.events.last_seq(), HEALTH_TIMEOUT_S) - await self.jobs.position())
+            executors = await asyncio.wait_for(self.events.js.consumers_info(STREAM), HEALTH_TIMEOUT_S)
+            redeliveries = sum(info.num_redelivered or 0 for info in executors if info.name.startswith("executor-"))
+        except (*NATS_UNAVAILABLE, asyncio.TimeoutError):
+            lag = redeliveries = None  # the read model's figures are still worth giving
+        self.last_metrics = MetricsSnapshot(queued, running, node_cpus, submitted, finished, wait, run, lag,
+                                            redeliveries)
+        return self.last_metrics
+
+    async def keep_metrics_fresh(self, every_s: float) -> None:
+        """For OpenTelemetry's metric reader, whose callbacks cannot wait on the read model."""
+        while True:
+            try:
+                await self.metrics()
+            except DependencyDown as error:
+                log.warning("metrics not refreshed: %s", error)
+            await asyncio.sleep(every_s)
 
     async def void_submission(self, job_id: int) -> bool:
         delivered = await self.nats(self.events.read(job_id), "event log")
@@ -340,15 +364,7 @@ async def health(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """Prometheus text format: queue depth, running jobs, CPUs per node, submit/finish totals,
     wait and run time histograms, projection lag and executor redeliveries."""
-    gateway = gateway_of(request)
-    queued, running, node_cpus, submitted, finished, wait, run = await gateway.jobs.metrics()
-    try:
-        lag = max(0, await asyncio.wait_for(gateway.events.last_seq(), HEALTH_TIMEOUT_S) - await gateway.jobs.position())
-        executors = await asyncio.wait_for(gateway.events.js.consumers_info(STREAM), HEALTH_TIMEOUT_S)
-        redeliveries = sum(info.num_redelivered or 0 for info in executors if info.name.startswith("executor-"))
-    except (*NATS_UNAVAILABLE, asyncio.TimeoutError):
-        lag = redeliveries = None  # the read model's figures are still worth giving
-    snapshot = MetricsSnapshot(queued, running, node_cpus, submitted, finished, wait, run, lag, redeliveries)
+    snapshot = await gateway_of(request).metrics()
     return Response(content=render_metrics(snapshot), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -526,8 +542,8 @@ async def authenticate(request: Request) -> None:
     request.state.principal = await gateway.tokens.authenticate(token)
 
 
-def create_asgi_app(settings: Settings, traced: bool = False) -> ASGIApp:
-    return with_request_headers(create_app(settings, traced))
+def create_asgi_app(settings: Settings, traced: bool = False, metered: bool = False) -> ASGIApp:
+    return with_request_headers(create_app(settings, traced, metered))
 
 
 def span_name_of(scope: Scope) -> tuple[str, dict[str, str]]:
@@ -536,7 +552,7 @@ def span_name_of(scope: Scope) -> tuple[str, dict[str, str]]:
     return f"{scope.get('method', '')} {route}".strip(), {HTTP_ROUTE: route}
 
 
-def create_app(settings: Settings, traced: bool = False) -> Litestar:
+def create_app(settings: Settings, traced: bool = False, metered: bool = False) -> Litestar:
     if settings.auth_disabled and not is_loopback(settings.api_host):
         raise ValueError(f"authentication may be off only on loopback, not on {settings.api_host}")
     if not settings.auth_disabled and not settings.admin_token:
@@ -565,10 +581,15 @@ def create_app(settings: Settings, traced: bool = False) -> Litestar:
                                     projection)
         app.state.openapi = msgspec.json.encode(openapi_document(VERSION))
         app.state.asyncapi = rendered_catalogue().encode()
+        if metered:
+            observe(lambda: app.state.gateway.last_metrics)
+            refresher = asyncio.create_task(app.state.gateway.keep_metrics_fresh(METRICS_REFRESH_S))
         try:
             yield
         finally:
             follower.cancel()
+            if metered:
+                refresher.cancel()
             await pool.close()
             await events.close()
 

@@ -9,18 +9,18 @@ import uvicorn
 from services.gateway.app import create_asgi_app
 from shared.config import ConfigError, load_settings
 from shared.logs import configure_logging
-from shared.telemetry import Tracing
+from shared.telemetry import Telemetry
 
 
 def main() -> None:
     configure_logging("gateway")
-    tracing = Tracing("scns-gateway")
+    telemetry = Telemetry("scns-gateway", with_metrics=True)
     try:
         settings = load_settings()
-        app = create_asgi_app(settings, traced=tracing.enabled)
+        app = create_asgi_app(settings, traced=telemetry.traced, metered=telemetry.metered)
     except (ConfigError, ValueError) as error:
         sys.exit(f"gateway: {error}")
     try:
         uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
     finally:
-        tracing.shutdown()
+        telemetry.shutdown()

@@ -29,7 +29,8 @@ def receiver() -> Iterator[OtlpReceiver]:
 def stack(scratch, receiver) -> Iterator[Stack]:
     config = StackConfig(home=scratch / "traced", nats_port=free_port(), pg_port=free_port(), api_port=free_port(),
                          total_cpus=2, total_memory_mb=8192, kill_grace_seconds=2.0,
-                         extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"})
+                         extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
+                                    "OTEL_METRIC_EXPORT_INTERVAL": "500"})
     running = Stack(config).start()
     yield running
     running.stop()
@@ -83,3 +84,9 @@ async def test_a_job_is_one_trace_across_the_four_services(api, stack, receiver)
 
     queries = await eventually(query_linked, what="the queries' spans, linked to the job's trace")
     assert all(query.trace_id != trace_id for query in queries)
+
+
+async def test_the_gateway_exports_the_cluster_metrics_over_otlp_too(receiver, stack):
+    wanted = {("scns-gateway", name) for name in ("scns.queue_depth", "scns.jobs.running", "scns.node.cpus_allocated",
+                                                  "scns.jobs.submitted", "scns.jobs.finished", "scns.projection.lag")}
+    await eventually(lambda: wanted <= receiver.metrics, what="the gateway's metrics at the receiver")

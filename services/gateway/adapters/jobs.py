@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.gateway.core.metrics import BUCKETS, Histogram
 from services.gateway.core.views import JobRecord, NodeRecord
+from shared.events import TERMINAL_STATES
 from services.gateway.errors import DependencyDown
 
 JOB_COLUMNS = ", ".join(JobRecord.__struct_fields__)
@@ -50,11 +51,14 @@ class PostgresJobView:
                                      Histogram, Histogram]:
         """(queue depth per partition, running, node CPUs, submitted, finished per state, wait and
         run time histograms), read from the read model."""
-        queued = await self._fetch("select partition, count(*) from jobs where state = 'PENDING' and node = ''"
-                                   " group by partition")
+        # Every partition a node serves, 0 when nothing waits in it.
+        queued = await self._fetch(
+            "select partition, count(job_id) from (select unnest(partitions) as partition, null::bigint as job_id"
+            " from nodes union all select partition, job_id from jobs where state = 'PENDING' and node = '') waiting"
+            " group by partition")
         states = dict(await self._fetch("select state, count(*) from jobs group by state"))
         nodes = await self._fetch("select node_name, allocated_cpus, total_cpus from nodes")
-        finished = {state: count for state, count in states.items() if state not in ("PENDING", "RUNNING")}
+        finished = {state: states.get(state, 0) for state in TERMINAL_STATES}
         return (dict(queued), states.get("RUNNING", 0), {name: (used, total) for name, used, total in nodes},
                 sum(states.values()), finished,
                 await self._histogram("start_time - submit_time", "start_time is not null"),
