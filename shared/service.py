@@ -13,7 +13,7 @@ from shared.logs import configure_logging
 from shared.telemetry import Telemetry
 
 
-def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
+def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]], with_metrics: bool = False) -> None:
     """Run `main(settings, stop)` until it returns; SIGTERM/SIGINT set `stop`."""
     configure_logging(name)
     try:
@@ -28,7 +28,7 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
             loop.add_signal_handler(signum, stop.set)
         await main(settings, stop)
 
-    telemetry = Telemetry(f"scns-{name}")
+    telemetry = Telemetry(f"scns-{name}", with_metrics=with_metrics)
     try:
         asyncio.run(guarded())
     except (ConnectionError, ConfigError, LogBehindReadModel) as error:

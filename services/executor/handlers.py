@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 import nats
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -70,6 +70,12 @@ CONSUMER_VERSION = "v2"  # part of the durable name: a new filter gets a new con
 ALLOCATION_ACK_WAIT_S = 10
 REDELIVERY_DELAY_S = 1.0
 SHUTDOWN_REPORT_S = 10.0  # beyond the kill grace period, for the reports to be acked
+# OpenTelemetry histograms (no-op unless OTEL_* configures metrics): the /metrics page has the
+# same figures from the read model, but OpenTelemetry has no observable histogram.
+JOB_WAIT = metrics.get_meter("scns-conductor").create_histogram(
+    "scns.job.wait", unit="s", description="From submission to start, of the jobs started on this node")
+JOB_RUN = metrics.get_meter("scns-conductor").create_histogram(
+    "scns.job.run", unit="s", description="From start to end, of the jobs that ran on this node")
 
 
 def utcnow() -> datetime:
@@ -129,6 +135,7 @@ class RunningJob:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)  # set by a cancel request or shutdown
     shutdown: bool = False
     task: asyncio.Task | None = None
+    submitted_at: datetime | None = None  # known when started here (for the wait-time histogram)
 
     def watch(self, supervision: Coroutine[Any, Any, None]) -> None:
         """Run the job's supervision as a task, in the run's span (its log lines carry the trace)."""
@@ -227,7 +234,7 @@ class Executor:
         if status is None and process is None and spec is not None and not self._started_path(job_id).exists():
             # Its executor stopped between journaling it and spawning it: it never ran. It runs now.
             log.info("job %d was allocated here but never started: starting it", job_id, extra={"job_id": job_id})
-            self._launch(job_id, spec, entry.run)
+            self._launch(job_id, submitted.event, entry.run)
         elif status is None:
             await self._finish(job_id, entry.run, LOST, started_at=entry.started_at)
         else:  # it ended by itself while no executor watched: its true end
@@ -326,13 +333,14 @@ class Executor:
             # Cancelled while it was being allocated: it ends here without running.
             await self._finish(job_id, run, Outcome("CANCELLED", "0:0", None), started_at=None)
             return
-        self._launch(job_id, submitted.event.spec, run)
+        self._launch(job_id, submitted.event, run)
 
-    def _launch(self, job_id: int, spec: JobSpec, run: Run) -> None:
+    def _launch(self, job_id: int, submitted: JobSubmitted, run: Run) -> None:
         """Journal the run (before anything is spawned: it never starts twice), then start it."""
         self._write_journal(JournalEntry.of(job_id, run))
         running = self._running(job_id, run)
-        running.watch(self._run(job_id, spec, running))
+        running.submitted_at = submitted.submitted_at
+        running.watch(self._run(job_id, submitted.spec, running))
 
     def _running(self, job_id: int, run: Run) -> RunningJob:
         """A run this executor supervises, with its span."""
@@ -363,6 +371,8 @@ class Executor:
             await self._end(job_id, running, Outcome("FAILED", "127:0", f"Could not start the job: {error}"), None)
             return
         started_at = self.clock()
+        if running.submitted_at is not None:
+            JOB_WAIT.record((started_at - running.submitted_at).total_seconds())
         try:
             self._write_journal(JournalEntry.of(job_id, running.run, process.pid, process.create_time, started_at))
             await self._report_started(job_id, running, process.pid, started_at)
@@ -457,6 +467,8 @@ class Executor:
                 job_id=job_id, node=self.node.name, state=result.state, exit_code=result.exit_code,
                 error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(),
             )
+            if started_at is not None:
+                JOB_RUN.record((end.ended_at - started_at).total_seconds(), {"state": result.state})
         # The scheduler names a requeue alike: should both decide it, the log keeps one.
         msg_id = f"{type(end).__name__}:{run_key(job_id, run.end_after)}"
         log.info("job %d: %s %s", job_id, type(end).__name__ if isinstance(end, JobRequeued) else result.state,

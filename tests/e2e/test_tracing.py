@@ -86,7 +86,9 @@ async def test_a_job_is_one_trace_across_the_four_services(api, stack, receiver)
     assert all(query.trace_id != trace_id for query in queries)
 
 
-async def test_the_gateway_exports_the_cluster_metrics_over_otlp_too(receiver, stack):
+async def test_the_gateway_and_the_executor_export_metrics_over_otlp_too(api, receiver, stack):
+    await until_state(api, await submit(api, job(stack, "true\n")), TERMINAL)
     wanted = {("scns-gateway", name) for name in ("scns.queue_depth", "scns.jobs.running", "scns.node.cpus_allocated",
                                                   "scns.jobs.submitted", "scns.jobs.finished", "scns.projection.lag")}
+    wanted |= {("scns-executor", "scns.job.wait"), ("scns-executor", "scns.job.run")}
     await eventually(lambda: wanted <= receiver.metrics, what="the gateway's metrics at the receiver")
