@@ -3,9 +3,10 @@
 
 It needs nothing of SCNS-Conductor but nats-py: its own durable consumer on the event stream,
 filtered to the jobs' ends, started from any stream sequence or time, acknowledging each event
-explicitly once its line is written. Each line starts with the event's stream sequence; on start
-it skips what the file already has, so a crash between writing and acknowledging repeats
-nothing, and a stop (or a NATS restart) loses nothing: the consumer keeps the position.
+explicitly once its line is written (and synced). One event is in flight at a time, so events
+arrive in stream order even after a crash; each line starts with the event's stream sequence,
+and on start it skips what the file already has, so a crash between writing and acknowledging
+repeats nothing, and a stop (or a NATS restart) loses nothing: the consumer keeps the position.
 
     python examples/notify_on_finish.py --account project_alpha --output finished.txt [--from-seq 1 | --since 2026-11-28T00:00:00Z]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -38,7 +40,9 @@ def line_for(seq: int, event: dict, job_account: str, account: str) -> str | Non
 def last_written(output: Path) -> int:
     if not output.exists():
         return 0
-    return max((int(line.split()[0]) for line in output.read_text().splitlines() if line), default=0)
+    # A last line torn by a crash has no newline yet: it does not count (it will be written again).
+    lines = output.read_text().split("\n")[:-1]
+    return max((int(line.split()[0]) for line in lines if line), default=0)
 
 
 async def ensure_consumer(js, durable: str, from_seq: int | None, since: datetime | None) -> None:
@@ -55,7 +59,8 @@ async def ensure_consumer(js, durable: str, from_seq: int | None, since: datetim
     else:
         start = {"deliver_policy": DeliverPolicy.NEW}
     await js.add_consumer(STREAM, ConsumerConfig(durable_name=durable, filter_subject=ENDS,
-                                                 ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1000, **start))
+                                                 # one unacknowledged at a time: redeliveries keep the order
+                                                 ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1, **start))
 
 
 async def follow(nats_url: str, account: str, output: Path, durable: str, from_seq: int | None = None,
@@ -70,23 +75,24 @@ async def follow(nats_url: str, account: str, output: Path, durable: str, from_s
         accounts: dict[int, str] = {}
         while not stop.is_set():
             try:
-                messages = await sub.fetch(100, timeout=1)
+                for msg in await sub.fetch(1, timeout=1):
+                    seq, event = msg.metadata.sequence.stream, json.loads(msg.data)
+                    if seq > written:
+                        job_id = event["job_id"]
+                        if job_id not in accounts:  # the job's submission is the message at its id
+                            submitted = await js.get_msg(STREAM, seq=job_id)
+                            accounts[job_id] = json.loads(submitted.data)["spec"]["account"]
+                        if line := line_for(seq, event, accounts[job_id], account):
+                            with output.open("a") as file:
+                                file.write(line + "\n")
+                                file.flush()
+                                os.fsync(file.fileno())
+                        written = seq
+                    await msg.ack()
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue
-            except nats.errors.Error:  # NATS restarting: wait for the client to reconnect
+            except nats.errors.Error:  # NATS restarting: the unacknowledged event comes again
                 await asyncio.sleep(0.5)
-                continue
-            for msg in messages:
-                seq, event = msg.metadata.sequence.stream, json.loads(msg.data)
-                if seq > written:
-                    job_id = event["job_id"]
-                    if job_id not in accounts:  # the job's submission is the message at its id
-                        accounts[job_id] = json.loads((await js.get_msg(STREAM, seq=job_id)).data)["spec"]["account"]
-                    if line := line_for(seq, event, accounts[job_id], account):
-                        with output.open("a") as file:
-                            file.write(line + "\n")
-                    written = seq
-                await msg.ack()
     finally:
         await nc.close()
 

@@ -13,9 +13,9 @@ import ipaddress
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -90,7 +90,9 @@ REBUILD_TIMEOUT_S = 3600.0
 NODES_READY_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 3.0  # then 503; a submission stored later is withdrawn (JobSubmitted.accept_until)
 METRICS_REFRESH_S = 10.0  # how fresh the figures OpenTelemetry's metric reader exports are
-MAX_STREAM_ACCOUNTS = 100_000  # job id -> account entries one /events stream remembers
+MAX_STREAM_ACCOUNTS = 100_000
+STREAM_RECHECK_S = 5.0  # an open /events stream re-checks its token this often (as events come)
+METRICS_MAX_AGE_S = 5.0  # /metrics answers from a snapshot this fresh: one computation at a time  # job id -> account entries one /events stream remembers
 MAX_VOID_SUBMISSIONS = 3  # attempts at a submission for one request, each void if stored too late
 HEALTH_TIMEOUT_S = 2.0
 MAX_PROJECTION_LAG = 10_000  # events; beyond this /health says the read model is behind
@@ -112,6 +114,8 @@ class Gateway:
     tokens: NatsTokenStore
     projection: ProjectionWatch
     last_metrics: MetricsSnapshot | None = None
+    metrics_at: float = 0.0
+    metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def job(self, job_id: int) -> JobRecord:
         if (record := await self.jobs.job(job_id)) is not None:
@@ -156,10 +160,17 @@ class Gateway:
             msg_id = f"{msg_id}:after:{job_id}"  # the same for every later retry: still idempotent
         raise DependencyDown("NATS (event log) kept storing this submission too late to be valid: retry later")
 
-    async def visible_events(self, start_seq: int, viewer: str | None) -> AsyncIterator[ServerSentEventMessage]:
-        """The log from `start_seq` on, as server-sent events, without what `viewer` may not see."""
+    async def visible_events(self, start_seq: int, viewer: str | None,
+                             still_valid: Callable[[], Awaitable[bool]]) -> AsyncIterator[ServerSentEventMessage]:
+        """The log from `start_seq` on, as server-sent events, without what `viewer` may not see;
+        the caller's token is checked again every so often."""
         accounts: dict[int, str | None] = {}  # job id -> account, as learnt from the submissions
+        checked = time.monotonic()
         async for msg in self.events.replay(start_seq):
+            if time.monotonic() - checked > STREAM_RECHECK_S:
+                if not await still_valid():
+                    return
+                checked = time.monotonic()
             delivered = decode_message(msg)
             if delivered is None:
                 continue
@@ -174,6 +185,13 @@ class Gateway:
                 yield ServerSentEventMessage(data=msg.data.decode(), event=type(delivered.event).__name__,
                                              id=delivered.seq)
 
+    async def fresh_metrics(self) -> MetricsSnapshot:
+        """A snapshot at most METRICS_MAX_AGE_S old: concurrent scrapes share one computation."""
+        async with self.metrics_lock:
+            if self.last_metrics is None or time.monotonic() - self.metrics_at > METRICS_MAX_AGE_S:
+                await self.metrics()
+            return self.last_metrics
+
     async def metrics(self) -> MetricsSnapshot:
         queued, running, node_cpus, submitted, finished, wait, run = await self.jobs.metrics()
         try:
@@ -184,14 +202,15 @@ class Gateway:
             lag = redeliveries = None  # the read model's figures are still worth giving
         self.last_metrics = MetricsSnapshot(queued, running, node_cpus, submitted, finished, wait, run, lag,
                                             redeliveries)
+        self.metrics_at = time.monotonic()
         return self.last_metrics
 
     async def keep_metrics_fresh(self, every_s: float) -> None:
         """For OpenTelemetry's metric reader, whose callbacks cannot wait on the read model."""
         while True:
             try:
-                await self.metrics()
-            except DependencyDown as error:
+                await self.fresh_metrics()
+            except Exception as error:  # the figures go stale, the refresher goes on
                 log.warning("metrics not refreshed: %s", error)
             await asyncio.sleep(every_s)
 
@@ -315,7 +334,18 @@ async def event_stream(request: Request) -> ServerSentEvent:
     if after is None:
         after = await gateway.nats(gateway.events.last_seq(), "event log")
     viewer = None if principal.is_admin else principal.account
-    return ServerSentEvent(gateway.visible_events(after + 1, viewer))
+
+    async def still_valid() -> bool:
+        """A token revoked while its stream is open ends the stream."""
+        if gateway.settings.auth_disabled:
+            return True
+        try:
+            await gateway.tokens.authenticate(bearer_token(request.headers.get("authorization", "")))
+            return True
+        except NotAuthenticated:
+            return False
+
+    return ServerSentEvent(gateway.visible_events(after + 1, viewer, still_valid))
 
 
 # ---- cluster ---------------------------------------------------------------------------------
@@ -364,7 +394,7 @@ async def health(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """Prometheus text format: queue depth, running jobs, CPUs per node, submit/finish totals,
     wait and run time histograms, projection lag and executor redeliveries."""
-    snapshot = await gateway_of(request).metrics()
+    snapshot = await gateway_of(request).fresh_metrics()
     return Response(content=render_metrics(snapshot), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -21,6 +21,8 @@ def main() -> None:
     except (ConfigError, ValueError) as error:
         sys.exit(f"gateway: {error}")
     try:
-        uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
+        # Open /events streams never end by themselves: a stop gives them a few seconds, not forever.
+        uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=3)
     finally:
         telemetry.shutdown()

@@ -537,3 +537,28 @@ async def test_metrics_parse_and_the_queue_depth_follows_submits_and_finishes(ap
     assert after[completed] == before.get(completed, 0) + 1
     waits = ("scns_job_wait_seconds_count", ())
     assert after[waits] == before[waits] + 2 and after[("scns_node_cpus", (("node", stack.config.node_name),))] == 2
+
+
+async def test_an_open_event_stream_ends_once_its_token_is_revoked(api, stack):
+    name = f"sse-{uuid.uuid4().hex[:8]}"
+    token = (await api.post("/admin/tokens", json={"name": name, "account": "acct-sse-r", "role": "user"})).json()
+    async with httpx.AsyncClient(base_url=stack.config.api_url, timeout=60,
+                                 headers={"Authorization": f"Bearer {token['token']}"}) as revoked:
+        async with revoked.stream("GET", "/events") as response:
+            assert response.status_code == 200
+            assert (await api.delete(f"/admin/tokens/{name}")).status_code == 200
+            seen: list[str] = []
+
+            async def keep_submitting():  # events arrive, so the stream re-checks its token as they come
+                while True:
+                    await submit(api, job(stack, "true\n", account="acct-sse-r"))
+                    await asyncio.sleep(0.5)
+
+            submitting = asyncio.create_task(keep_submitting())
+            try:
+                async with asyncio.timeout(30):  # a stream that went on would time out here
+                    async for line in response.aiter_lines():
+                        seen.append(line)
+            finally:
+                submitting.cancel()
+    assert any(line.startswith("event: JobSubmitted") for line in seen)  # it was streaming, then it ended
