@@ -30,7 +30,7 @@ import httpx  # noqa: E402
 from rebuild import fill  # noqa: E402
 
 from services.scheduler.core.policy import fifo_first_fit  # noqa: E402
-from services.scheduler.handlers import Scheduler  # noqa: E402
+from services.scheduler.handlers import Scheduler, pid_of  # noqa: E402
 from services.scheduler.snapshots import SnapshotStore  # noqa: E402
 from shared.bus import JetStreamEventLog  # noqa: E402
 from shared.embedded import NatsServer, free_port  # noqa: E402
@@ -88,7 +88,7 @@ async def failover(rounds: int) -> dict:
         async with httpx.AsyncClient(base_url=stack.config.api_url, headers=headers, timeout=30) as api:
             for _ in range(rounds):
                 elected = (await events.last_on("scns.scheduler.elected")).event.scheduler
-                pid = int(elected.rsplit("-", 2)[1])
+                pid = pid_of(elected)
                 victim = next(name for name, process in stack.services.items() if process.pid == pid)
                 killed_at = time.monotonic()
                 os.killpg(pid, signal.SIGKILL)

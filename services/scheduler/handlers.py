@@ -75,6 +75,11 @@ def new_identity() -> str:
     return f"{socket.gethostname().split('.')[0]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def pid_of(identity: str) -> int:
+    """The PID in a scheduler's identity (for operators and tests that must find its process)."""
+    return int(identity.rsplit("-", 2)[1])
+
+
 class Scheduler:
     def __init__(
         self,

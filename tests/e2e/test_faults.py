@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.scheduler.handlers import pid_of
 from shared.bus import JetStreamEventLog
 from shared.embedded import free_port
 from shared.events import (
@@ -81,10 +82,6 @@ class SteadyLoad:
             except httpx.TransportError:
                 pass  # the gateway is down: try again
             await asyncio.sleep(0.2)
-
-
-def pid_of(identity: str) -> int:
-    return int(identity.rsplit("-", 2)[1])  # a scheduler's identity is host-PID-random
 
 
 async def elected_pid(events: JetStreamEventLog) -> int:
