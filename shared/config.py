@@ -18,11 +18,17 @@ import msgspec
 
 class Settings(msgspec.Struct, kw_only=True):
     nats_url: str = "nats://127.0.0.1:14222"  # comma-separated for a cluster
+    nats_credentials: str = ""  # a file holding this service's NATS user and password (see shared/nats_auth.py)
+    nats_tls_ca: str = ""  # PEM files: the CA that signed the NATS servers' certificates turns TLS on,
+    nats_tls_cert: str = ""  # and a client certificate and key are sent when the servers ask for one
+    nats_tls_key: str = ""
     stream_replicas: int = 1  # 3 on a NATS cluster
     stream_max_age_days: float = 0  # how long the log keeps events; 0: forever
     database_url: str = "postgresql://scns@127.0.0.1:15432/scns"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_tls_cert: str = ""  # PEM files: with both, the gateway serves HTTPS only
+    api_tls_key: str = ""
     admin_token: str = ""  # the bootstrap admin token; others are created through /admin/tokens
     auth_disabled: bool = False  # allowed only when the gateway listens on loopback
     projection_stall_seconds: float = 30.0  # /health: the read model behind and not moving for this long
@@ -38,6 +44,10 @@ class Settings(msgspec.Struct, kw_only=True):
     kill_grace_seconds: float = 10.0
     heartbeat_seconds: float = 5.0
     keep_jobs_on_stop: bool = True  # a stopped executor leaves its jobs running; the next one reattaches
+    job_users: list[str] = []  # "account:user" pairs: the OS user a (root) executor runs an account's jobs as
+    default_job_user: str = "nobody"  # for the accounts not in job_users; never root
+    job_umask: str = "077"
+    job_limits: str = "auto"  # how memory and processes are contained: auto | cgroup | watchdog
     # Scheduler
     node_timeout_seconds: float = 30.0
     scheduler_lease_seconds: float = 3.0  # a hung active scheduler is replaced after this
@@ -61,11 +71,17 @@ class Settings(msgspec.Struct, kw_only=True):
 # Environment name → field. Several names may feed one field (new name first).
 _ALIASES: dict[str, tuple[str, ...]] = {
     "nats_url": ("NATS_URL",),
+    "nats_credentials": ("NATS_CREDENTIALS",),
+    "nats_tls_ca": ("NATS_TLS_CA",),
+    "nats_tls_cert": ("NATS_TLS_CERT",),
+    "nats_tls_key": ("NATS_TLS_KEY",),
     "stream_replicas": ("STREAM_REPLICAS",),
     "stream_max_age_days": ("STREAM_MAX_AGE_DAYS",),
     "database_url": ("DATABASE_URL",),
     "api_host": ("API_HOST",),
     "api_port": ("API_PORT",),
+    "api_tls_cert": ("API_TLS_CERT",),
+    "api_tls_key": ("API_TLS_KEY",),
     "admin_token": ("SCNS_ADMIN_TOKEN",),
     "auth_disabled": ("AUTH_DISABLED",),
     "projection_stall_seconds": ("PROJECTION_STALL_SECONDS",),
@@ -80,11 +96,15 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "kill_grace_seconds": ("KILL_GRACE_SECONDS",),
     "heartbeat_seconds": ("HEARTBEAT_SECONDS",),
     "keep_jobs_on_stop": ("KEEP_JOBS_ON_STOP",),
+    "job_users": ("JOB_USERS",),
+    "default_job_user": ("DEFAULT_JOB_USER",),
+    "job_umask": ("JOB_UMASK",),
+    "job_limits": ("JOB_LIMITS",),
     "node_timeout_seconds": ("NODE_TIMEOUT_SECONDS",),
     "scheduler_lease_seconds": ("SCHEDULER_LEASE_SECONDS",),
     "snapshot_every_events": ("SNAPSHOT_EVERY_EVENTS",),
 }
-_LIST_SEPARATORS = {"partitions": ",", "job_roots": ":"}
+_LIST_SEPARATORS = {"partitions": ",", "job_roots": ":", "job_users": ","}
 
 
 class ConfigError(ValueError):

@@ -31,7 +31,7 @@ from shared.embedded import (
     stop_process,
 )
 
-# Where PostgreSQL keeps its data when run as root and the project folder is out of reach of
+# Where PostgreSQL keeps its data (and jobs work) when run as root and the project folder is out of reach of
 # the unprivileged user (e.g. a checkout in root's mode-700 home). Documented in the README.
 ROOT_PG_BASE = Path("/var/lib/scns-conductor")
 
@@ -55,7 +55,8 @@ class StackConfig:
 
     @property
     def work_dir(self) -> Path:
-        return self.home / "work"
+        """The jobs' folder: where the unprivileged users a root executor runs jobs as can reach it."""
+        return unprivileged_base(self.home) / "work"
 
     def instances(self) -> list[str]:
         """The service processes to run, in start order: a name is its module, then "-<n>" for a second copy."""
@@ -63,20 +64,26 @@ class StackConfig:
         return ["projector", "scheduler", *standbys, "executor", "gateway"]
 
 
-def pg_base(home: Path) -> Path:
-    """Where PostgreSQL's folders go: beside the others, unless its user cannot reach them."""
-    if os.environ.get("SCNS_PG_DIR"):
-        return Path(os.environ["SCNS_PG_DIR"])
+def unprivileged_base(home: Path) -> Path:
+    """Where the folders an unprivileged user must reach go (PostgreSQL's data, the jobs' work):
+    the home, unless run as root with a home that user cannot reach (a checkout in root's mode-700 home)."""
     if os.geteuid() != 0:
-        return home / "pg"
+        return home
     import pwd
 
     user = pwd.getpwnam(UNPRIVILEGED_USER)
     home.mkdir(parents=True, exist_ok=True)
     if reachable_by(home, user.pw_uid, user.pw_gid):
-        return home / "pg"
-    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
-    return ROOT_PG_BASE / digest
+        return home
+    return ROOT_PG_BASE / hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+
+
+def pg_base(home: Path) -> Path:
+    """Where PostgreSQL's folders go: beside the others, unless its user cannot reach them."""
+    if os.environ.get("SCNS_PG_DIR"):
+        return Path(os.environ["SCNS_PG_DIR"])
+    base = unprivileged_base(home)
+    return home / "pg" if base == home else base
 
 
 def admin_token(home: Path) -> str:
@@ -126,6 +133,8 @@ class Stack:
         config = self.config
         for folder in (config.home, self.logs, config.work_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            config.work_dir.chmod(0o1777)  # like /tmp: each job user makes its own folders there
         ensure_port_free(config.api_port, "the API")
         self.token = admin_token(config.home)
         try:
