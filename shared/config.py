@@ -29,6 +29,10 @@ class Settings(msgspec.Struct, kw_only=True):
     api_port: int = 8000
     api_tls_cert: str = ""  # PEM files: with both, the gateway serves HTTPS only
     api_tls_key: str = ""
+    api_request_timeout_seconds: float = 60.0  # a request's head and body must arrive within this, else 408
+    api_max_connections: int = 1000  # open HTTP connections; beyond, 503
+    rate_limit_per_second: float = 50.0  # per user token, and per address without a valid token; 0: off
+    rate_limit_burst: int = 1000  # requests a bucket holds: bursts this large go through at once
     admin_token: str = ""  # the bootstrap admin token; others are created through /admin/tokens
     auth_disabled: bool = False  # allowed only when the gateway listens on loopback
     projection_stall_seconds: float = 30.0  # /health: the read model behind and not moving for this long
@@ -82,6 +86,10 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "api_port": ("API_PORT",),
     "api_tls_cert": ("API_TLS_CERT",),
     "api_tls_key": ("API_TLS_KEY",),
+    "api_request_timeout_seconds": ("API_REQUEST_TIMEOUT_SECONDS",),
+    "api_max_connections": ("API_MAX_CONNECTIONS",),
+    "rate_limit_per_second": ("RATE_LIMIT_PER_SECOND",),
+    "rate_limit_burst": ("RATE_LIMIT_BURST",),
     "admin_token": ("SCNS_ADMIN_TOKEN",),
     "auth_disabled": ("AUTH_DISABLED",),
     "projection_stall_seconds": ("PROJECTION_STALL_SECONDS",),
