@@ -6,10 +6,14 @@ import msgspec
 
 
 class LogRequest(msgspec.Struct, kw_only=True):
-    """Ask the executor that ran a job for its output files (`scnsctl.logs.<node>`)."""
+    """Ask the executor that ran a job for its output files (`scnsctl.logs.<node>`).
 
-    stdout: str
-    stderr: str
+    The executor reads the files the job's submission names, as the user the job ran as; it
+    answers an error to a request without `job_id`. The paths are still sent, for older executors."""
+
+    job_id: int | None = None
+    stdout: str = ""
+    stderr: str = ""
 
 
 class LogReply(msgspec.Struct, kw_only=True):

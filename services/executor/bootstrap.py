@@ -1,20 +1,28 @@
-"""Wires the executor of one node: its size, partitions, job roots and state folder, from settings."""
+"""Wires the executor of one node: its size, partitions, job roots, state folder, the users its
+jobs run as and how their resources are contained, from settings."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 from pathlib import Path
 
 import psutil
 
+from services.executor.adapters.limits import JobLimits, LimitsUnavailable, job_limits
+from services.executor.adapters.users import JobUser, JobUsers, UnknownJobUser
+from services.executor.core.users import ROOT_NAMES, JobUserSettingError, parse_umask, parse_user_map
 from services.executor.handlers import Executor, NodeConfig
 from shared.bus import JetStreamEventLog
 from shared.config import ConfigError, Settings
 from shared.service import until_stopped
 
+log = logging.getLogger(__name__)
+
 _NODE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # it is a NATS subject token
+LIMIT_MODES = ("auto", "cgroup", "watchdog")
 
 
 def node_config(settings: Settings) -> NodeConfig:
@@ -36,13 +44,55 @@ def node_config(settings: Settings) -> NodeConfig:
         kill_grace_s=settings.kill_grace_seconds,
         heartbeat_s=settings.heartbeat_seconds,
         keep_jobs_on_stop=settings.keep_jobs_on_stop,
+        job_users=job_users(settings),
+        job_umask=_checked(parse_umask, settings.job_umask),
     )
+
+
+def job_users(settings: Settings) -> JobUsers:
+    """JOB_USERS and DEFAULT_JOB_USER, looked up on this node; never root. An executor that is not
+    root cannot switch users: it runs every job as itself."""
+    names = _checked(parse_user_map, settings.job_users)
+    if settings.default_job_user in ROOT_NAMES:
+        raise ConfigError("DEFAULT_JOB_USER: jobs never run as root")
+    if os.geteuid() != 0:
+        log.warning("this executor is not root: it runs every job as its own user (JOB_USERS and "
+                    "DEFAULT_JOB_USER need root)")
+        return JobUsers()
+    try:
+        users = JobUsers(default=JobUser.named(settings.default_job_user),
+                         by_account={account: JobUser.named(name) for account, name in names.items()})
+    except UnknownJobUser as error:
+        raise ConfigError(f"JOB_USERS / DEFAULT_JOB_USER: {error}") from None
+    for user in (users.default, *users.by_account.values()):
+        if user.uid == 0:
+            raise ConfigError(f"jobs never run as root: {user.name!r} has uid 0 (DEFAULT_JOB_USER, JOB_USERS)")
+    return users
+
+
+def limits(settings: Settings, node: str) -> JobLimits:
+    if settings.job_limits not in LIMIT_MODES:
+        raise ConfigError(f"JOB_LIMITS {settings.job_limits!r} is not one of {', '.join(LIMIT_MODES)}")
+    try:
+        chosen = job_limits(settings.job_limits, node)
+    except LimitsUnavailable as error:
+        raise ConfigError(str(error)) from None
+    log.info("job memory and processes contained by %s", chosen.mode)
+    return chosen
+
+
+def _checked(parse, value):
+    try:
+        return parse(value)
+    except JobUserSettingError as error:
+        raise ConfigError(str(error)) from None
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     node = node_config(settings)
+    containment = limits(settings, node.name)
     events = await JetStreamEventLog.for_service(settings, f"scns-executor-{node.name}")
-    executor = Executor(events, node)
+    executor = Executor(events, node, limits=containment)
     try:
         await executor.recover()
         await executor.register()

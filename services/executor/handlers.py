@@ -10,9 +10,9 @@ requeued meanwhile is killed, and its end is not reported (the log holds one end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-import pwd
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,12 +25,24 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from services.executor.adapters.process import JobProcess, read_cpu_seconds, read_status
+from services.executor.adapters.files import Owner, make_workdir, open_log, open_output
+from services.executor.adapters.limits import Confinement, JobLimits, ProcessWatchdog, run_name
+from services.executor.adapters.process import (
+    JobProcess,
+    as_user,
+    read_cpu_seconds,
+    read_status,
+    with_environment,
+)
+from services.executor.adapters.users import JobUsers
 from services.executor.core.lifecycle import (
     LOST,
+    SUPERVISOR_ENVIRONMENT,
     EndedBy,
     Outcome,
     command_for,
+    ended_by_memory,
+    environment_script,
     job_environment,
     job_returncode,
     outcome,
@@ -58,7 +70,7 @@ from shared.events import (
     end_of,
     run_key,
 )
-from shared.paths import resolve_output_path, within_roots
+from shared.paths import resolve_output_path
 from shared.rpc import LogReply, LogRequest
 from shared.telemetry import TRACEPARENT, context_of, headers_of, tracer
 
@@ -94,6 +106,8 @@ class NodeConfig:
     kill_grace_s: float
     heartbeat_s: float
     keep_jobs_on_stop: bool = True
+    job_users: JobUsers = field(default_factory=JobUsers)  # default: the executor's own user
+    job_umask: int = 0o077
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -148,15 +162,18 @@ class RunningJob:
 
 
 class Executor:
-    def __init__(self, events: JetStreamEventLog, node: NodeConfig, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, events: JetStreamEventLog, node: NodeConfig, clock: Callable[[], datetime] = utcnow,
+                 limits: JobLimits | None = None) -> None:
         self.events = events
         self.node = node
         self.clock = clock
+        self.limits = limits or ProcessWatchdog(node.name)
         self.running: dict[int, RunningJob] = {}
+        # Journal, scripts and status files: the executor's alone (jobs run as other users).
+        node.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        node.state_dir.chmod(0o700)
         self.journal_dir = node.state_dir / "jobs"
-        self.journal_dir.mkdir(parents=True, exist_ok=True)
-        account = pwd.getpwuid(os.getuid())
-        self.user, self.home = account.pw_name, account.pw_dir
+        self.journal_dir.mkdir(exist_ok=True)
 
     # ---- node -------------------------------------------------------------------------------
 
@@ -201,26 +218,27 @@ class Executor:
                 log.error("unreadable journal entry %s (%s): left in place", path, error)
                 continue
             await self._recover(entry)
+        await self.limits.clean({run_name(job_id, running.run.end_after) for job_id, running in self.running.items()})
 
     async def _recover(self, entry: JournalEntry) -> None:
         """Reattach to a run that still runs, report the true end of one that ended meanwhile, start
         one that never started, and report NODE_FAIL (or a requeue) for one whose end is lost."""
         job_id, status_path = entry.job_id, self._status_path(entry.job_id)
+        submitted = await self.events.read(job_id)
+        spec = submitted.event.spec if submitted and isinstance(submitted.event, JobSubmitted) else None
+        confinement = self.limits.reattach(job_id, entry.end_after, spec.memory_mb if spec else 0)
         # Its supervising shell if it still runs (the same process, not a reused PID; found by its
         # command line if the PID was never journaled). Every path giving the run up kills it.
-        process = (JobProcess.attach(entry.pid, entry.create_time, status_path) if entry.pid
-                   else JobProcess.find(status_path))
+        process = (JobProcess.attach(entry.pid, entry.create_time, status_path, confinement) if entry.pid
+                   else JobProcess.find(status_path, confinement))
         if process is not None and not entry.pid:
             entry = JournalEntry.of(job_id, entry.run, process.pid, process.create_time,
                                     datetime.fromtimestamp(process.create_time, timezone.utc))
             self._write_journal(entry)
         if await self._run_ended(job_id, entry.end_after):
-            if process is not None:
-                await process.kill()  # declared lost or requeued meanwhile, or its end reported
+            await self._kill(process, confinement)  # declared lost or requeued meanwhile, or its end reported
             self._forget(job_id)
             return
-        submitted = await self.events.read(job_id)
-        spec = submitted.event.spec if submitted and isinstance(submitted.event, JobSubmitted) else None
         if process is not None and spec is not None:
             log.info("job %d still runs (pid %d): reattached", job_id, entry.pid, extra={"job_id": job_id})
             running = self._running(job_id, entry.run)
@@ -228,8 +246,7 @@ class Executor:
             await self._report_started(job_id, running, entry.pid, entry.started_at or self.clock())
             running.watch(self._supervised(job_id, spec, running, process, entry.started_at))
             return
-        if process is not None:
-            await process.kill()  # its submission is not to be read: it cannot be supervised
+        await self._kill(process, confinement)  # its submission is not to be read: it cannot be supervised
         status = read_status(status_path)
         if status is None and process is None and spec is not None and not self._started_path(job_id).exists():
             # Its executor stopped between journaling it and spawning it: it never ran. It runs now.
@@ -237,10 +254,19 @@ class Executor:
             self._launch(job_id, submitted.event, entry.run)
         elif status is None:
             await self._finish(job_id, entry.run, LOST, started_at=entry.started_at)
-        else:  # it ended by itself while no executor watched: its true end
-            limit = spec.time_limit_s if spec else 0
-            await self._finish(job_id, entry.run, outcome(job_returncode(status), EndedBy.ITSELF, 0, limit),
+        else:  # it ended by itself while no executor watched: its true end (its cgroup tells an OOM)
+            limit, memory_mb = (spec.time_limit_s, spec.memory_mb) if spec else (0, 0)
+            ended_by = ended_by_memory(EndedBy.ITSELF, confinement.memory_exceeded())
+            await self._finish(job_id, entry.run, outcome(job_returncode(status), ended_by, 0, limit, memory_mb),
                                started_at=entry.started_at)
+
+    @staticmethod
+    async def _kill(process: JobProcess | None, confinement: Confinement) -> None:
+        """End every process of a run, its supervising shell found or not."""
+        if process is not None:
+            await process.kill()
+        else:
+            await confinement.release()
 
     def _started_path(self, job_id: int) -> Path:
         """Made by the job's supervising shell before it starts the job (see SUPERVISOR)."""
@@ -251,6 +277,9 @@ class Executor:
 
     def _script_path(self, job_id: int) -> Path:
         return self.node.state_dir / "scripts" / f"{job_id}.sh"
+
+    def _environment_path(self, job_id: int) -> Path:
+        return self.node.state_dir / "scripts" / f"{job_id}.env"
 
     # ---- allocations and cancels ---------------------------------------------------------------
 
@@ -366,7 +395,7 @@ class Executor:
     async def _run(self, job_id: int, spec: JobSpec, running: RunningJob) -> None:
         """Start the job, then supervise it to its end."""
         try:
-            process = await self._spawn(job_id, spec)
+            process = await self._spawn(job_id, spec, running.run)
         except (OSError, ValueError) as error:  # a path or an environment the OS will not take
             await self._end(job_id, running, Outcome("FAILED", "127:0", f"Could not start the job: {error}"), None)
             return
@@ -406,11 +435,13 @@ class Executor:
                 elapsed = (self.clock() - started_at).total_seconds() if started_at else 0.0
                 remaining = max(0.001, spec.time_limit_s - elapsed) if spec.time_limit_s else 0
                 ended_by = await self._wait(process, running, remaining)
+                ended_by = ended_by_memory(ended_by, process.confinement.memory_exceeded())
+                await process.confinement.release()  # what it left running ends with it
                 if process.returncode is None and ended_by is EndedBy.ITSELF:
                     result = LOST  # it died with its supervising shell while no executor watched
                 else:  # (when we ended it, our signal says how, whatever the shell could record)
                     returncode = job_returncode(process.returncode) if process.returncode is not None else 0
-                    result = outcome(returncode, ended_by, process.last_signal_sent, spec.time_limit_s)
+                    result = outcome(returncode, ended_by, process.last_signal_sent, spec.time_limit_s, spec.memory_mb)
             except Exception as error:  # a bug: the job must not outlive its report
                 log.exception("job %d: executor failure", job_id, extra={"job_id": job_id})
                 await process.kill()
@@ -419,36 +450,63 @@ class Executor:
         finally:
             self.running.pop(job_id, None)
 
-    async def _spawn(self, job_id: int, spec: JobSpec) -> JobProcess:
-        if not within_roots(spec.cwd, self.node.job_roots):
-            raise OSError(f"working directory {spec.cwd} is outside the job roots of node {self.node.name}")
-        Path(spec.cwd).mkdir(parents=True, exist_ok=True)
-        outputs = [Path(resolve_output_path(spec.cwd, path, job_id)) for path in (spec.stdout, spec.stderr)]
-        for output in outputs:
-            if not within_roots(str(output), self.node.job_roots):
-                raise OSError(f"output file {output} is outside the job roots of node {self.node.name}")
-            output.parent.mkdir(parents=True, exist_ok=True)
-        script_path = self._script_path(job_id)
-        script_path.parent.mkdir(exist_ok=True)
-        script_path.write_text(spec.script, encoding="utf-8")
-        script_path.chmod(0o700)
-        env = job_environment(spec, job_id, self.node.name, self.user, self.home)
-        status = self._status_path(job_id)
-        status.parent.mkdir(exist_ok=True)
-        status.unlink(missing_ok=True)
-        self._started_path(job_id).unlink(missing_ok=True)
-        return await JobProcess.spawn(command_for(spec.script, str(script_path)), spec.cwd, env, *outputs, status)
+    async def _spawn(self, job_id: int, spec: JobSpec, run: Run) -> JobProcess:
+        """Start the job as its account's user: its folders and output files made and opened here,
+        without following a symlink, inside the job roots; its processes in a confinement."""
+        user = self.node.job_users.for_account(spec.account)
+        umask, roots = self.node.job_umask, self.node.job_roots
+        outputs = [resolve_output_path(spec.cwd, path, job_id) for path in (spec.stdout, spec.stderr)]
+        with contextlib.ExitStack() as descriptors:
+            def opened(descriptor: int) -> int:
+                descriptors.callback(os.close, descriptor)
+                return descriptor
+
+            workdir = opened(make_workdir(spec.cwd, roots, user.owner, umask))
+            stdout = opened(open_output(outputs[0], roots, user.owner, umask))
+            stderr = stdout if outputs[1] == outputs[0] else opened(open_output(outputs[1], roots, user.owner, umask))
+            env = job_environment(spec, job_id, self.node.name, user.name, user.home)
+            script = opened(self._state_file(self._script_path(job_id), spec.script, 0o555))
+            environment = opened(self._state_file(self._environment_path(job_id), environment_script(env), 0o444))
+            command = with_environment(environment, command_for(spec.script, f"/proc/self/fd/{script}"))
+            if user.uid != os.geteuid():
+                command = as_user(user.uid, user.gid, self.limits.pids_max, command)
+            status = self._status_path(job_id)
+            status.parent.mkdir(mode=0o700, exist_ok=True)
+            status.unlink(missing_ok=True)
+            self._started_path(job_id).unlink(missing_ok=True)
+            confinement = self.limits.confine(job_id, run.end_after, spec.memory_mb)
+            try:
+                return await JobProcess.spawn(command, workdir, SUPERVISOR_ENVIRONMENT, stdout, stderr, status,
+                                              umask, confinement, pass_fds=(script, environment))
+            except BaseException:
+                await confinement.release()
+                raise
+
+    def _state_file(self, path: Path, text: str, mode: int) -> int:
+        """Write one of the run's files (its script, its environment) where only the executor
+        reaches it, and open it for the job: read through its descriptor, not its path."""
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.unlink(missing_ok=True)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w",
+                  encoding="utf-8") as file:
+            file.write(text)
+            os.fchmod(file.fileno(), mode)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     async def _wait(self, process: JobProcess, running: RunningJob, time_limit_s: int) -> EndedBy:
         exited = asyncio.ensure_future(process.wait())
         interrupted = asyncio.ensure_future(running.cancel.wait())
+        over_memory = asyncio.ensure_future(process.confinement.over_memory())
         done, _ = await asyncio.wait(
-            [exited, interrupted], timeout=time_limit_s or None, return_when=asyncio.FIRST_COMPLETED
+            [exited, interrupted, over_memory], timeout=time_limit_s or None, return_when=asyncio.FIRST_COMPLETED
         )
         interrupted.cancel()
+        over_memory.cancel()
         if exited in done:
-            process.kill_leftovers()  # what it left running in the background ends with the job
             return EndedBy.ITSELF
+        if over_memory in done:
+            await process.kill()
+            return EndedBy.MEMORY
         await process.terminate(self.node.kill_grace_s)
         if interrupted not in done:
             return EndedBy.TIMEOUT
@@ -488,6 +546,7 @@ class Executor:
     def _forget(self, job_id: int) -> None:
         self._journal_path(job_id).unlink(missing_ok=True)
         self._script_path(job_id).unlink(missing_ok=True)
+        self._environment_path(job_id).unlink(missing_ok=True)
         self._status_path(job_id).unlink(missing_ok=True)
         self._started_path(job_id).unlink(missing_ok=True)
 
@@ -516,11 +575,12 @@ class Executor:
     async def serve_logs(self) -> None:
         async def on_request(msg) -> None:
             try:
-                request = msgspec.json.decode(msg.data, type=LogRequest)
-                reply = LogReply(stdout=self._read_log(request.stdout), stderr=self._read_log(request.stderr))
-                await msg.respond(msgspec.json.encode(reply))
+                reply = await self._logs(msgspec.json.decode(msg.data, type=LogRequest))
             except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                await msg.respond(msgspec.json.encode(LogReply(error=f"bad log request: {error}")))
+                reply = LogReply(error=f"bad log request: {error}")
+            except nats.errors.Error as error:
+                reply = LogReply(error=f"the job's submission could not be read: {error}")
+            await msg.respond(msgspec.json.encode(reply))
 
         sub = await self.events.nc.subscribe(LOGS_SUBJECT.format(node=self.node.name), cb=on_request)
         try:
@@ -528,14 +588,24 @@ class Executor:
         finally:
             await sub.unsubscribe()
 
-    def _read_log(self, path: str) -> str:
-        if not path or not within_roots(path, self.node.job_roots):
-            return ""
+    async def _logs(self, request: LogRequest) -> LogReply:
+        """A job's output files, as its submission names them (not as the request does), and only
+        files of the user the job ran as: never another account's file, whatever was put in the way."""
+        if request.job_id is None:
+            return LogReply(error="a log request must name its job (job_id)")
+        submitted = await self.events.read(request.job_id)
+        if submitted is None or not isinstance(submitted.event, JobSubmitted):
+            return LogReply(error=f"no job {request.job_id}")
+        spec, owner = submitted.event.spec, self.node.job_users.for_account(submitted.event.spec.account).owner
+        stdout, stderr = (resolve_output_path(spec.cwd, path, request.job_id) for path in (spec.stdout, spec.stderr))
+        return LogReply(stdout=self._read_log(stdout, owner), stderr=self._read_log(stderr, owner))
+
+    def _read_log(self, path: str, owner: Owner) -> str:
         try:
-            with open(path, "rb") as file:
+            with open(open_log(path, self.node.job_roots, owner), "rb") as file:
                 size = os.fstat(file.fileno()).st_size
                 if size > TAIL_THRESHOLD_BYTES:
                     file.seek(size - TAIL_THRESHOLD_BYTES)
                 return render_log(size, file.read(TAIL_THRESHOLD_BYTES))
-        except OSError:
+        except (OSError, ValueError):  # not there yet, or not the job's to show
             return ""

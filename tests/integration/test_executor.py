@@ -1,7 +1,9 @@
 import asyncio
+import os
 
 import pytest
 
+from services.executor.adapters.users import JobUser, JobUsers
 from services.executor.handlers import Executor, JournalEntry, NodeConfig
 from shared.events import (
     JobAllocated,
@@ -19,10 +21,16 @@ from .helpers import NOW, all_events, processes_with, spec
 pytestmark = pytest.mark.integration
 
 
+def job_users() -> JobUsers:
+    """As the executor runs in production: as root, jobs run as `nobody`; otherwise as ourselves."""
+    return JobUsers(default=JobUser.named("nobody")) if os.geteuid() == 0 else JobUsers()
+
+
 def node_config(tmp_path, keep_jobs_on_stop: bool = False) -> NodeConfig:
+    tmp_path.chmod(0o1777)  # a job root as the stack makes one: open to every job user, like /tmp
     return NodeConfig(name="n1", cpus=2, memory_mb=4096, partitions=["default"], arch="x86_64",
                       job_roots=[str(tmp_path.resolve())], state_dir=tmp_path / "state", kill_grace_s=1.0,
-                      heartbeat_s=5.0, keep_jobs_on_stop=keep_jobs_on_stop)
+                      heartbeat_s=5.0, keep_jobs_on_stop=keep_jobs_on_stop, job_users=job_users())
 
 
 @pytest.fixture

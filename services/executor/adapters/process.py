@@ -1,26 +1,53 @@
-"""Job processes on this node: spawn in their own session, end the whole tree, find leftovers."""
+"""Job processes on this node: spawn in their own session, as the job's user, in its confinement;
+end every process of the run."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import shutil
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
 
+from services.executor.adapters.limits import Confinement
+from services.executor.core.lifecycle import CLEAN_PATH
 
-# The job runs under a small shell that records how it ended in a status file (the exit status,
-# then `times`: the CPU time used), so that an executor restarted meanwhile still learns the true
-# exit status ($0 is the status file); before
-# it starts the job it makes "$0.started", so a run without it never started. The shell traps
-# (not ignores: the job keeps the default) SIGTERM, SIGINT and SIGHUP, so a cancel reaches the
-# job, the job gets its grace period, and the shell still records its end.
-SUPERVISOR = ': > "$0.started"; trap : TERM INT HUP; "$@" & wait $!; code=$?; ' \
+
+# The job runs under a small shell, which stays the executor's user (root: the job cannot touch
+# its files), that records how it ended in a status file (the exit status, then `times`: the CPU
+# time used), so that an executor restarted meanwhile still learns the true exit status ($0 is
+# the status file). First it joins the run's cgroups (the files before "--"), so that everything
+# the job forks is in them; before it starts the job it makes "$0.started", so a run without it
+# never started. The shell traps (not ignores: the job keeps the default) SIGTERM, SIGINT and
+# SIGHUP, so a cancel reaches the job, the job gets its grace period, and the shell still records its end.
+SUPERVISOR = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; ' \
+             ': > "$0.started"; trap : TERM INT HUP; "$@" & wait $!; code=$?; ' \
              'while kill -0 $! 2>/dev/null; do wait $!; code=$?; done; ' \
              '{ echo "$code"; times; } > "$0.tmp" && mv "$0.tmp" "$0"; exit "$code"'
+
+
+def as_user(uid: int, gid: int, processes_max: int, command: list[str]) -> list[str]:
+    """`command` run as that user (util-linux's setpriv and prlimit, found on the clean PATH, not
+    the job's), with at most `processes_max` processes of that user (RLIMIT_NPROC): a fork bomb
+    where no cgroup holds it fails to fork."""
+    return [_tool("prlimit"), f"--nproc={processes_max}", "--", _tool("setpriv"), f"--reuid={uid}", f"--regid={gid}",
+            "--init-groups", "--", *command]
+
+
+def with_environment(environment_file: int, command: list[str]) -> list[str]:
+    """`command` with the job's environment, read from an open file of `export` lines by a shell
+    that already runs as the job's user: the supervising shell (root) never has the job's
+    variables, so no LD_PRELOAD or PATH of the job's reaches a process of the executor's user."""
+    return ["/bin/sh", "-c", f'. /proc/self/fd/{environment_file} && exec "$@"', "job-environment", *command]
+
+
+def _tool(name: str) -> str:
+    if (path := shutil.which(name, path=CLEAN_PATH)) is None:
+        raise FileNotFoundError(f"{name} (util-linux) is needed to run jobs as their users")
+    return path
 
 
 def read_status(path: Path) -> int | None:
@@ -43,34 +70,38 @@ def read_cpu_seconds(path: Path) -> float | None:
 
 
 class JobProcess:
-    """A job's supervising shell: the leader of the job's process group and session."""
+    """A job's supervising shell (the leader of the job's process group and session), and the
+    confinement that holds every process of the run."""
 
-    def __init__(self, pid: int, create_time: float, exited: Callable[[], Awaitable[int | None]]) -> None:
+    def __init__(self, pid: int, create_time: float, exited: Callable[[], Awaitable[int | None]],
+                 confinement: Confinement) -> None:
         self.pid = pid
         self.create_time = create_time
+        self.confinement = confinement
         self.last_signal_sent = 0
         self.returncode: int | None = None  # the shell's: the job's status, or -signal if it was killed
         self._exited = exited
         self._done: asyncio.Future | None = None
+        confinement.track(pid)
 
     @classmethod
-    async def spawn(cls, command: list[str], cwd: str, env: dict[str, str], stdout: Path, stderr: Path,
-                    status_file: Path) -> JobProcess:
-        with contextlib.ExitStack() as files:
-            out = files.enter_context(open(stdout, "wb"))
-            err = asyncio.subprocess.STDOUT if stderr == stdout else files.enter_context(open(stderr, "wb"))
-            process = await asyncio.create_subprocess_exec(
-                "/bin/sh", "-c", SUPERVISOR, str(status_file), *command, cwd=cwd, env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-            )
+    async def spawn(cls, command: list[str], workdir: int, env: dict[str, str], stdout: int, stderr: int,
+                    status_file: Path, umask: int, confinement: Confinement, pass_fds: tuple[int, ...] = ()) -> JobProcess:
+        """Start the job's supervising shell with the open working directory and output files
+        (descriptors: no path is looked up again, so no symlink swapped in meanwhile is followed)."""
+        process = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", SUPERVISOR, str(status_file), *confinement.join_files, "--", *command,
+            cwd=f"/proc/self/fd/{workdir}", env=env, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            start_new_session=True, umask=umask, pass_fds=(workdir, *pass_fds),
+        )
         try:
             create_time = psutil.Process(process.pid).create_time()
         except psutil.NoSuchProcess:
             create_time = 0.0  # already exited and reaped: there is nothing left to find later
-        return cls(process.pid, create_time, process.wait)
+        return cls(process.pid, create_time, process.wait, confinement)
 
     @classmethod
-    def attach(cls, pid: int, create_time: float, status_file: Path) -> JobProcess | None:
+    def attach(cls, pid: int, create_time: float, status_file: Path, confinement: Confinement) -> JobProcess | None:
         """Take over a job left running by an earlier executor (None if it is gone, or the PID reused)."""
         try:
             if abs(psutil.Process(pid).create_time() - create_time) > 0.01:
@@ -90,16 +121,16 @@ class JobProcess:
                 os.close(descriptor)
             return read_status(status_file)
 
-        return cls(pid, create_time, exited)
+        return cls(pid, create_time, exited, confinement)
 
     @classmethod
-    def find(cls, status_file: Path) -> JobProcess | None:
+    def find(cls, status_file: Path, confinement: Confinement) -> JobProcess | None:
         """The supervising shell of a job whose PID was never journaled (its executor stopped just
         after spawning it), by its command line, which names the job's own status file."""
         command = ["/bin/sh", "-c", SUPERVISOR, str(status_file)]
         for process in psutil.process_iter(["cmdline", "create_time"]):
             if (process.info["cmdline"] or [])[:4] == command:
-                return cls.attach(process.pid, process.info["create_time"], status_file)
+                return cls.attach(process.pid, process.info["create_time"], status_file, confinement)
         return None
 
     async def wait(self) -> int | None:
@@ -109,27 +140,26 @@ class JobProcess:
         return self.returncode
 
     async def kill(self) -> None:
+        """SIGKILL to every process of the run; returns when none is left."""
         self.last_signal_sent = signal.SIGKILL
-        signal_tree(self.pid, signal.SIGKILL)
+        self._signal(signal.SIGKILL)
         await self.wait()
-
-    def kill_leftovers(self) -> None:
-        """After the leader exited: SIGKILL whatever of its process group is still running."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        await self.confinement.release()
 
     async def terminate(self, grace_s: float) -> None:
-        """SIGTERM to the whole tree, SIGKILL to whatever is left after the grace period."""
+        """SIGTERM to every process of the run, SIGKILL to whatever is left after the grace period."""
         self.last_signal_sent = signal.SIGTERM
-        signal_tree(self.pid, signal.SIGTERM)
+        self._signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.wait(), grace_s)
         except asyncio.TimeoutError:
             self.last_signal_sent = signal.SIGKILL
-        signal_tree(self.pid, signal.SIGKILL)
+        self._signal(signal.SIGKILL)
         await self.wait()
+
+    def _signal(self, signum: int) -> None:
+        signal_tree(self.pid, signum)
+        self.confinement.signal(signum)
 
 
 def signal_tree(pid: int, signum: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from enum import Enum
 from typing import NamedTuple
@@ -18,6 +19,7 @@ class EndedBy(Enum):
     CANCEL = "cancel"
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"  # the executor stopped while the job ran
+    MEMORY = "memory"  # it went over its memory (spec.memory_mb)
 
 
 class Outcome(NamedTuple):
@@ -53,6 +55,21 @@ def job_environment(spec: JobSpec, job_id: int, node: str, user: str, home: str)
     }
 
 
+# What the supervising shell (the executor's user) runs with: none of the job's variables.
+SUPERVISOR_ENVIRONMENT = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def environment_script(environment: dict[str, str]) -> str:
+    """The job's environment as `export` lines for a POSIX shell, every value single-quoted (so
+    nothing in it is run); a variable whose name a shell cannot export is left out."""
+    def quoted(value: str) -> str:
+        return "'" + value.replace("'", "'\\''") + "'"
+
+    return "".join(f"export {name}={quoted(value)}\n" for name, value in environment.items()
+                   if _VARIABLE_NAME.match(name))
+
+
 def command_for(script: str, script_path: str) -> list[str]:
     """A script with a `#!` line is executed as it is (the kernel reads the line); else by bash."""
     return [script_path] if script.startswith("#!") else [DEFAULT_INTERPRETER, script_path]
@@ -78,12 +95,16 @@ def job_returncode(shell_status: int) -> int:
     return shell_status
 
 
-def outcome(returncode: int, ended_by: EndedBy, last_signal_sent: int, time_limit_s: int) -> Outcome:
-    """How a job that ran ended. When we ended it, our last signal is its exit code's signal."""
+def outcome(returncode: int, ended_by: EndedBy, last_signal_sent: int, time_limit_s: int,
+            memory_mb: int = 0) -> Outcome:
+    """How a job that ran ended. When we ended it, our last signal is its exit code's signal;
+    over its memory, it was killed (SIGKILL, by the kernel or by us)."""
     if ended_by is EndedBy.CANCEL:
         return Outcome("CANCELLED", f"0:{last_signal_sent}", None)
     if ended_by is EndedBy.SHUTDOWN:
         return Outcome("NODE_FAIL", f"0:{last_signal_sent}", LOST_MESSAGE)
+    if ended_by is EndedBy.MEMORY:
+        return Outcome("OUT_OF_MEMORY", "0:9", f"Memory limit of {format_memory(memory_mb)} exceeded")
     if ended_by is EndedBy.TIMEOUT:
         return Outcome("TIMEOUT", f"0:{last_signal_sent}", f"Time limit of {format_limit(time_limit_s)} reached")
     if returncode == 0:
@@ -91,6 +112,18 @@ def outcome(returncode: int, ended_by: EndedBy, last_signal_sent: int, time_limi
     if returncode > 0:
         return Outcome("FAILED", exit_code(returncode), f"Exited with code {returncode}")
     return Outcome("FAILED", exit_code(returncode), f"Killed by {signal_name(-returncode)}")
+
+
+def format_memory(megabytes: int) -> str:
+    """Slurm's way: 64M, 2G."""
+    return f"{megabytes // 1024}G" if megabytes and megabytes % 1024 == 0 else f"{megabytes}M"
+
+
+def ended_by_memory(ended_by: EndedBy, memory_exceeded: bool) -> EndedBy:
+    """A run that went over its memory ended OUT_OF_MEMORY, even when a process the kernel's OOM
+    killer chose was not the job's main one (as Slurm reports it); a cancel or a limit we
+    enforced first still says how it ended."""
+    return EndedBy.MEMORY if memory_exceeded and ended_by is EndedBy.ITSELF else ended_by
 
 
 # A job found in the journal after the executor died: its end is unknown.

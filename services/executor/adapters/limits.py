@@ -1,0 +1,356 @@
+"""How a run's memory and processes are contained, and every process of it found to be ended.
+
+A cgroup per run where the executor can make them (v2, or v1's memory and pids controllers):
+the kernel enforces the memory and the process count, and the cgroup names every process of
+the run, however it forked. Elsewhere, a watchdog polls the run's processes: its supervising
+shell's tree, every process seen in it before, and every process whose environment carries the
+run's SCNS_JOB_ID and SCNS_NODE (a double-forked daemon, reparented away, still has them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+PIDS_MAX = 4096  # processes of one run (cgroup), or of the job's user (RLIMIT_NPROC)
+WATCH_INTERVAL_S = 0.25
+END_DEADLINE_S = 10.0  # to kill every process of a run and remove its cgroup
+CONTROLLERS = ("memory", "pids")
+
+
+class LimitsUnavailable(RuntimeError):
+    """JOB_LIMITS=cgroup on a machine where this executor cannot make cgroups."""
+
+
+class Confinement(Protocol):
+    """One run's containment."""
+
+    @property
+    def join_files(self) -> list[str]:
+        """Files the supervising shell writes its PID to before it starts the job (cgroup.procs)."""
+        ...
+
+    def track(self, pid: int) -> None:
+        """The run's supervising shell, once spawned."""
+
+    def signal(self, signum: int) -> None:
+        """Signal every process of the run."""
+
+    async def over_memory(self) -> None:
+        """Returns when the run went over its memory and must be killed (never, where the kernel kills)."""
+
+    def memory_exceeded(self) -> bool:
+        """Whether the run went over its memory (the kernel's OOM killer acted, or the watchdog)."""
+
+    async def release(self) -> None:
+        """Kill every process of the run, until none is left, and remove what held them."""
+
+
+class JobLimits(Protocol):
+    mode: str
+    pids_max: int  # processes of one run (cgroup), or of the job's user (RLIMIT_NPROC)
+
+    def confine(self, job_id: int, end_after: int, memory_mb: int) -> Confinement:
+        """A new run's containment, before it is spawned."""
+
+    def reattach(self, job_id: int, end_after: int, memory_mb: int) -> Confinement:
+        """The containment of a run an earlier executor started."""
+
+    async def clean(self, keep: set[str]) -> None:
+        """Remove what ended runs left (all but the runs named in `keep`)."""
+
+
+def run_name(job_id: int, end_after: int) -> str:
+    return f"job-{job_id}-{end_after}"
+
+
+def cgroup_mounts(mounts: str) -> tuple[str | None, dict[str, str]]:
+    """From /proc/mounts: the cgroup2 mount point, and the v1 mount point of each of our controllers."""
+    unified, controllers = None, {}
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        mount_point, kind, options = fields[1], fields[2], fields[3].split(",")
+        if kind == "cgroup2" and unified is None:
+            unified = mount_point
+        elif kind == "cgroup":
+            controllers.update({option: mount_point for option in options if option in CONTROLLERS})
+    return unified, controllers
+
+
+def oom_kills(text: str) -> int:
+    """The `oom_kill N` count of a v2 memory.events or a v1 memory.oom_control file (0 if absent)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def job_limits(mode: str, node: str, pids_max: int = PIDS_MAX, mounts: Path = Path("/proc/mounts")) -> JobLimits:
+    """JOB_LIMITS: "cgroup", "watchdog", or "auto" (cgroups when this executor can make them)."""
+    if mode == "watchdog":
+        return ProcessWatchdog(node, pids_max)
+    cgroups = CgroupTree.on_this_machine(node, mounts, pids_max)
+    if cgroups is not None:
+        return cgroups
+    if mode == "cgroup":
+        raise LimitsUnavailable("JOB_LIMITS=cgroup, but this executor cannot make cgroups with the memory and pids "
+                                "controllers (it needs root, and cgroup v2 with both enabled, or v1's memory and pids)")
+    return ProcessWatchdog(node, pids_max)
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+class CgroupTree:
+    """This node's cgroups: `scns/<node>` in each hierarchy (one with v2), a cgroup per run below."""
+
+    mode = "cgroup"
+
+    def __init__(self, bases: list[Path], version: int, pids_max: int = PIDS_MAX) -> None:
+        self.bases = bases  # v1: [memory, pids]; v2: [unified]
+        self.version = version
+        self.pids_max = pids_max
+
+    @classmethod
+    def on_this_machine(cls, node: str, mounts: Path, pids_max: int = PIDS_MAX) -> CgroupTree | None:
+        try:
+            unified, controllers = cgroup_mounts(mounts.read_text())
+            if unified and set(CONTROLLERS) <= set((Path(unified) / "cgroup.controllers").read_text().split()):
+                return cls.v2(Path(unified), node, pids_max)
+            if set(CONTROLLERS) <= controllers.keys():
+                return cls.v1([Path(controllers[name]) for name in CONTROLLERS], node, pids_max)
+        except OSError as error:
+            log.info("cgroups are not usable here (%s): a watchdog contains the jobs", error)
+        return None
+
+    @classmethod
+    def v2(cls, mount: Path, node: str, pids_max: int = PIDS_MAX) -> CgroupTree:
+        """Enable memory and pids for our subtree (our folders hold no process: v2's rule)."""
+        folder = mount
+        for name in ("scns", node):
+            _write(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in CONTROLLERS))
+            folder = folder / name
+            folder.mkdir(exist_ok=True)
+        _write(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in CONTROLLERS))
+        return cls([folder], 2, pids_max)
+
+    @classmethod
+    def v1(cls, mounts: list[Path], node: str, pids_max: int = PIDS_MAX) -> CgroupTree:
+        bases = [mount / "scns" / node for mount in mounts]
+        for base in bases:
+            base.mkdir(parents=True, exist_ok=True)
+        return cls(bases, 1, pids_max)
+
+    def _run(self, name: str) -> CgroupRun:
+        dirs = [base / name for base in self.bases]
+        return CgroupRun(dirs, dirs[0] / ("memory.events" if self.version == 2 else "memory.oom_control"))
+
+    def confine(self, job_id: int, end_after: int, memory_mb: int) -> CgroupRun:
+        run = self._run(run_name(job_id, end_after))
+        for folder in run.dirs:
+            folder.mkdir(exist_ok=True)
+        limit = str(memory_mb * MiB)
+        memory, pids = run.dirs[0], run.dirs[-1]
+        try:
+            if self.version == 2:
+                _write(memory / "memory.max", limit)
+                if (memory / "memory.swap.max").exists():
+                    _write(memory / "memory.swap.max", "0")
+            else:
+                _write(memory / "memory.limit_in_bytes", limit)
+                if (memory / "memory.memsw.limit_in_bytes").exists():  # memory + swap: no swap beyond it
+                    _write(memory / "memory.memsw.limit_in_bytes", limit)
+            _write(pids / "pids.max", str(self.pids_max))
+        except OSError:
+            run.remove()
+            raise
+        return run
+
+    def reattach(self, job_id: int, end_after: int, memory_mb: int) -> CgroupRun:
+        return self._run(run_name(job_id, end_after))
+
+    async def clean(self, keep: set[str]) -> None:
+        names = {folder.name for base in self.bases if base.is_dir()
+                 for folder in base.iterdir() if folder.is_dir() and folder.name.startswith("job-")}
+        for name in sorted(names - keep):
+            log.info("removing the cgroup %s of a run that ended while no executor watched", name)
+            await self._run(name).release()
+
+
+class CgroupRun:
+    def __init__(self, dirs: list[Path], oom_file: Path) -> None:
+        self.dirs = dirs
+        self.oom_file = oom_file
+
+    @property
+    def join_files(self) -> list[str]:
+        return [str(folder / "cgroup.procs") for folder in self.dirs]
+
+    def track(self, pid: int) -> None:
+        pass  # the cgroup knows its processes
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for folder in self.dirs:
+            with contextlib.suppress(FileNotFoundError):
+                found.update(int(pid) for pid in (folder / "cgroup.procs").read_text().split())
+        return found
+
+    def signal(self, signum: int) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    async def over_memory(self) -> None:
+        await asyncio.get_running_loop().create_future()  # the kernel enforces the limit
+
+    def memory_exceeded(self) -> bool:
+        try:
+            return oom_kills(self.oom_file.read_text()) > 0
+        except OSError:
+            return False
+
+    async def release(self) -> None:
+        deadline = time.monotonic() + END_DEADLINE_S
+        kill_file = self.dirs[0] / "cgroup.kill"  # v2 (5.14+): every member at once
+        if kill_file.exists():
+            with contextlib.suppress(OSError):
+                _write(kill_file, "1")
+        while self.pids() and time.monotonic() < deadline:
+            self.signal(signal.SIGKILL)  # again and again: a fork bomb forks between two reads
+            await asyncio.sleep(0.01)
+        while not self.remove() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # a killed process leaves its cgroup when it is reaped
+        if self.pids() or any(folder.exists() for folder in self.dirs):
+            log.error("cgroup %s could not be emptied and removed in %.0f s", self.dirs[0], END_DEADLINE_S)
+
+    def remove(self) -> bool:
+        """Remove the run's cgroups (each must be empty); whether none is left."""
+        for folder in self.dirs:
+            with contextlib.suppress(OSError):  # busy, or gone already
+                folder.rmdir()
+        return not any(folder.exists() for folder in self.dirs)
+
+
+class ProcessWatchdog:
+    """Where no cgroup can be made: the memory of a run's processes polled, its processes tracked."""
+
+    mode = "watchdog"
+
+    def __init__(self, node: str, pids_max: int = PIDS_MAX) -> None:
+        self.node = node
+        self.pids_max = pids_max
+
+    def confine(self, job_id: int, end_after: int, memory_mb: int) -> WatchedRun:
+        return WatchedRun({"SCNS_JOB_ID": str(job_id), "SCNS_NODE": self.node}, memory_mb * MiB)
+
+    reattach = confine  # nothing of a run outlives its executor but its processes, found again alike
+
+    async def clean(self, keep: set[str]) -> None:
+        pass  # nothing is left of an ended run but processes, ended with it (or found by no one)
+
+
+class WatchedRun:
+    def __init__(self, marks: dict[str, str], memory_bytes: int) -> None:
+        self.marks = marks  # environment variables that only this run's processes carry
+        self.memory_bytes = memory_bytes
+        self.root: psutil.Process | None = None
+        self.seen: dict[int, psutil.Process] = {}  # every process of the run found so far
+        self.looked_at: dict[tuple[int, float], bool] = {}  # (pid, start): marked as the run's?
+        self.exceeded = False
+
+    @property
+    def join_files(self) -> list[str]:
+        return []
+
+    def track(self, pid: int) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.root = psutil.Process(pid)
+
+    def members(self) -> list[psutil.Process]:
+        """The run's live processes: the tree of its shell and of every process of it seen before
+        (psutil compares start times: a reused PID is not taken), and the processes marked as its."""
+        found: dict[int, psutil.Process] = {}
+        for process in [self.root, *self.seen.values(), *self._marked()]:
+            if process is None or not process.is_running():
+                continue
+            found[process.pid] = process
+            with contextlib.suppress(psutil.Error):
+                found.update((child.pid, child) for child in process.children(recursive=True))
+        found.pop(os.getpid(), None)
+        self.seen = found
+        return [process for process in found.values() if _alive(process)]
+
+    def _marked(self) -> list[psutil.Process]:
+        """Processes whose environment has the run's marks (read once per process)."""
+        marked, present = [], {}
+        for process in psutil.process_iter():
+            try:
+                key = (process.pid, process.create_time())
+            except psutil.Error:
+                continue
+            if key not in self.looked_at:
+                self.looked_at[key] = self._carries_marks(process)
+            present[key] = self.looked_at[key]
+            if present[key]:
+                marked.append(process)
+        self.looked_at = present  # forget the processes that are gone
+        return marked
+
+    def _carries_marks(self, process: psutil.Process) -> bool:
+        try:
+            environment = process.environ()
+        except psutil.Error:
+            return False
+        return all(environment.get(name) == value for name, value in self.marks.items())
+
+    def signal(self, signum: int) -> None:
+        for process in self.members():
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(signum)
+
+    async def over_memory(self) -> None:
+        while True:
+            resident = 0
+            for process in self.members():
+                with contextlib.suppress(psutil.Error):
+                    resident += process.memory_info().rss
+            if resident > self.memory_bytes:
+                self.exceeded = True
+                return
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+    def memory_exceeded(self) -> bool:
+        return self.exceeded
+
+    async def release(self) -> None:
+        deadline = time.monotonic() + END_DEADLINE_S
+        while self.members():
+            if time.monotonic() > deadline:
+                log.error("processes of a run outlived %.0f s of SIGKILL: %s", END_DEADLINE_S,
+                          sorted(self.seen))
+                return
+            self.signal(signal.SIGKILL)
+            await asyncio.sleep(0.01)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
