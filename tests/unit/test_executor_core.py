@@ -1,14 +1,27 @@
+import os
+import pwd
+import subprocess
+
+import pytest
+
+from services.executor.adapters.limits import cgroup_mounts, oom_kills
 from services.executor.adapters.process import read_cpu_seconds, read_status
+from services.executor.bootstrap import job_users, limits, node_config
 from services.executor.core.lifecycle import (
     LOST,
     LOST_MESSAGE,
     EndedBy,
     command_for,
+    ended_by_memory,
+    environment_script,
+    format_memory,
     job_environment,
     job_returncode,
     outcome,
     requeued,
 )
+from services.executor.core.users import JobUserSettingError, parse_umask, parse_user_map
+from shared.config import ConfigError, load_settings
 from services.executor.core.logs import TAIL_MARKER, TAIL_THRESHOLD_BYTES, render_log
 from shared.events import JobSpec
 
@@ -23,6 +36,78 @@ def test_environment_is_clean_then_the_jobs_then_ours():
     assert env["SCNS_CPUS"] == "6" and env["SLURM_CPUS_PER_TASK"] == "3" and env["SLURM_NTASKS_PER_NODE"] == "2"
     assert env["SLURM_SUBMIT_DIR"] == "/w" and env["SLURM_JOB_PARTITION"] == "p" and env["SCNS_NODE"] == "n1"
     assert "DATABASE_URL" not in env and "NATS_URL" not in env
+
+
+def test_none_of_the_executors_own_environment_reaches_the_job(monkeypatch):
+    secrets = {"SCNS_ADMIN_TOKEN": "admin-secret", "NATS_CREDENTIALS": "/etc/scns/executor.creds",
+               "DATABASE_URL": "postgresql://scns:pw@db/scns", "NATS_URL": "nats://x:4222", "HOME": "/root"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    env = job_environment(SPEC, 42, "n1", "nobody", "/nonexistent")
+    assert not set(secrets.values()) & set(env.values()) and not {"SCNS_ADMIN_TOKEN", "NATS_CREDENTIALS"} & set(env)
+    assert (env["HOME"], env["USER"], env["LOGNAME"]) == ("/nonexistent", "nobody", "nobody")
+
+
+def test_the_jobs_environment_is_exported_quoted_so_that_nothing_in_it_runs():
+    environment = {"A": "it's $(touch pwned) `id` \\ ;x", "MULTI": "a\nb", "bad name;touch pwned": "x", "E": ""}
+    script = environment_script(environment) + 'printf "%s|%s|%s" "$A" "$MULTI" "${E-unset}"'
+    shown = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env={}, check=True).stdout
+    assert shown == f"{environment['A']}|a\nb|"
+    assert "bad name" not in script
+
+
+def test_out_of_memory():
+    assert outcome(-9, EndedBy.MEMORY, 9, 60, 64) == ("OUT_OF_MEMORY", "0:9", "Memory limit of 64M exceeded")
+    assert outcome(-9, EndedBy.MEMORY, 9, 60, 2048).error_msg == "Memory limit of 2G exceeded"
+    assert format_memory(1536) == "1536M"
+    assert ended_by_memory(EndedBy.ITSELF, True) is EndedBy.MEMORY  # the kernel's OOM killer acted
+    assert ended_by_memory(EndedBy.ITSELF, False) is EndedBy.ITSELF
+    assert ended_by_memory(EndedBy.CANCEL, True) is EndedBy.CANCEL
+
+
+def test_the_user_map_and_umask_settings():
+    assert parse_user_map(["alpha:alice", " beta : bob "]) == {"alpha": "alice", "beta": "bob"}
+    for bad in (["alpha"], ["alpha:"], [":alice"], ["alpha:root"]):
+        with pytest.raises(JobUserSettingError):
+            parse_user_map(bad)
+    assert parse_umask("077") == 0o077 and parse_umask("0027") == 0o027
+    for bad in ("8", "abc", "1777"):
+        with pytest.raises(JobUserSettingError):
+            parse_umask(bad)
+
+
+@pytest.mark.parametrize("environ", [{"DEFAULT_JOB_USER": "root"}, {"JOB_USERS": "alpha:root"},
+                                     {"JOB_USERS": "alpha"}, {"JOB_UMASK": "99"}])
+def test_jobs_never_run_as_root_and_bad_user_settings_stop_the_executor(environ):
+    with pytest.raises(ConfigError):
+        node_config(load_settings({"JOB_WORK_BASE_DIR": "/tmp", **environ}))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: only a root executor looks the users up")
+def test_a_user_with_uid_0_under_another_name_is_refused(monkeypatch):
+    real = pwd.getpwnam
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: real("root") if name == "toor" else real(name))
+    assert job_users(load_settings({"JOB_USERS": "alpha:daemon"})).for_account("alpha").uid == 1
+    with pytest.raises(ConfigError, match="uid 0"):
+        job_users(load_settings({"JOB_USERS": "alpha:nobody,beta:toor"}))
+
+
+def test_the_containment_mode_is_checked():
+    with pytest.raises(ConfigError, match="JOB_LIMITS"):
+        limits(load_settings({"JOB_LIMITS": "sometimes"}), "n1")
+    assert limits(load_settings({"JOB_LIMITS": "watchdog"}), "n1").mode == "watchdog"
+
+
+def test_cgroup_mounts_and_oom_counts_are_read_from_the_kernels_files():
+    mounts = ("cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n"
+              "cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n"
+              "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,cpu,cpuacct 0 0\n"
+              "cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0\n")
+    assert cgroup_mounts(mounts) == ("/sys/fs/cgroup/unified",
+                                     {"memory": "/sys/fs/cgroup/memory", "pids": "/sys/fs/cgroup/pids"})
+    assert oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n") == 2  # v1 memory.oom_control
+    assert oom_kills("low 0\nhigh 0\nmax 5\noom 1\noom_kill 0\n") == 0  # v2 memory.events
+    assert oom_kills("") == 0
 
 
 def test_interpreter_from_shebang_else_bash():

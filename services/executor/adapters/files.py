@@ -144,10 +144,12 @@ def _enter(folder: int, name: str, shown: str, owner: Owner, umask: int | None) 
 
 
 def _unsafe(error: OSError, shown: str) -> OSError:
-    """ELOOP (a final symlink under O_NOFOLLOW) and ENOTDIR (a symlink or file where a folder
-    should be) say the path is not what it seems; other errors are kept as they are."""
+    """ELOOP (a final symlink under O_NOFOLLOW), ENOTDIR (a symlink or file where a folder should
+    be) and ENXIO (a FIFO or socket) say the path is not what it seems; other errors are kept."""
     if error.errno in (errno.ELOOP, errno.ENOTDIR):
         return UnsafePath(f"{shown} goes through a symlink or a non-folder: refused")
+    if error.errno == errno.ENXIO:
+        return UnsafePath(f"{shown} is not a regular file: refused")
     return error
 
 
