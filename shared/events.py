@@ -52,8 +52,16 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
         return self.ntasks_per_node * self.cpus_per_task
 
 
+class Actor(msgspec.Struct, frozen=True, kw_only=True):
+    """Who asked for something, by the API token used: never the secret itself."""
+
+    token: str  # the token's name: "admin" for the bootstrap admin token, "anonymous" with authentication off
+    account: str  # the token's account ("*" for the bootstrap admin and with authentication off)
+    role: str  # user | admin
+
+
 class JobSubmitted(Event, frozen=True, kw_only=True):
-    v: int = 2  # 2: traceparent, and spec.requeue
+    v: int = 3  # 2: traceparent, and spec.requeue; 3: submitted_by
     spec: JobSpec
     submitted_at: datetime
     # The gateway answers 503 if JetStream has not acked by then; a submission stored later
@@ -61,6 +69,7 @@ class JobSubmitted(Event, frozen=True, kw_only=True):
     accept_until: datetime | None = None
     # The W3C trace context of the job's trace (its submit request), when the gateway traces.
     traceparent: str | None = None
+    submitted_by: Actor | None = None  # None: submitted before v3
 
     def void_if_stored_at(self, stored_at: datetime | None) -> bool:
         """Whether this submission, stored at `stored_at`, came after its gateway had given up on it."""
@@ -68,8 +77,10 @@ class JobSubmitted(Event, frozen=True, kw_only=True):
 
 
 class JobCancelRequested(Event, frozen=True, kw_only=True):
+    v: int = 2  # 2: requested_by
     job_id: int
     requested_at: datetime
+    requested_by: Actor | None = None  # None: requested before v2
 
 
 class JobAllocated(Event, frozen=True, kw_only=True):
