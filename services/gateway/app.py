@@ -45,6 +45,7 @@ from services.gateway.core.auth import (
     bearer_token,
     check_account,
     require_admin,
+    token_hash,
     visible_account,
 )
 from services.gateway.core.health import ProjectionWatch
@@ -52,8 +53,10 @@ from services.gateway.core.metrics import Snapshot as MetricsSnapshot
 from services.gateway.core.metrics import render as render_metrics
 from services.gateway.adapters.otel_metrics import observe
 from services.gateway.core.openapi import openapi_document
+from services.gateway.core.ratelimit import RateLimited, RateLimiter
 from services.gateway.core.stream import job_of, start_after, visible
 from services.gateway.core.validation import (
+    MAX_BODY_BYTES,
     RequestInvalid,
     TokenRequest,
     decode_body,
@@ -73,6 +76,7 @@ from shared.telemetry import TRACEPARENT, context_of, headers_of, tracer
 from shared.events import (
     STREAM,
     TERMINAL_STATES,
+    Actor,
     Event,
     JobCancelRequested,
     JobSpec,
@@ -98,6 +102,7 @@ HEALTH_TIMEOUT_S = 2.0
 MAX_PROJECTION_LAG = 10_000  # events; beyond this /health says the read model is behind
 DASHBOARD_JOBS = 20
 PUBLIC_PATHS = frozenset({"/", "/health", "/metrics", "/openapi.json", "/asyncapi.json", "/docs", "/redoc"})
+UNLIMITED_PATHS = frozenset({"/health", "/metrics"})  # probes and scrapes are never rate limited
 # When authentication is off (no admin token, loopback only), every caller is this.
 NOBODY_CHECKED = Principal("anonymous", "*", "admin")
 
@@ -113,6 +118,7 @@ class Gateway:
     nodes: NodeDirectory
     tokens: NatsTokenStore
     projection: ProjectionWatch
+    limiter: RateLimiter
     last_metrics: MetricsSnapshot | None = None
     metrics_at: float = 0.0
     metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -146,14 +152,14 @@ class Gateway:
         return await self.nats(self.events.publish(event, msg_id, timeout=PUBLISH_TIMEOUT_S, headers=headers_of()),
                                "event log")
 
-    async def submit(self, spec: JobSpec, key: str | None) -> int:
-        """Publish a submission; the job id. A retry (same idempotency key) of a submission that
+    async def submit(self, spec: JobSpec, key: str | None, by: Actor) -> int:
+        """Publish a submission by `by`; the job id. A retry (same idempotency key) of a submission that
         reached the log only after we had answered 503 gets a job of its own: that one is void."""
         msg_id = submission_msg_id(spec.account, key) if key else None
         for _ in range(MAX_VOID_SUBMISSIONS):
             now = utcnow()  # each attempt has its own deadline, as the first one had
             submitted = JobSubmitted(spec=spec, submitted_at=now, accept_until=now + timedelta(seconds=PUBLISH_TIMEOUT_S),
-                                     traceparent=headers_of().get(TRACEPARENT))
+                                     traceparent=headers_of().get(TRACEPARENT), submitted_by=by)
             job_id, duplicate = await self.publish(submitted, msg_id)
             if not (duplicate and msg_id and await self.void_submission(job_id)):
                 return job_id
@@ -214,6 +220,16 @@ class Gateway:
                 log.warning("metrics not refreshed: %s", error)
             await asyncio.sleep(every_s)
 
+    def limit(self, key: str, take: bool = True, name: str = "") -> None:
+        """Count a request of `key` against its rate limit (`take` false: only check there is room);
+        RateLimited when there is none. `name` says who in the message, when `key` should not."""
+        now = time.monotonic()
+        waiting = self.limiter.take(key, now) if take else self.limiter.wait(key, now)
+        if waiting:
+            limiter = self.limiter
+            raise RateLimited(f"too many requests from {name or key}: at most {limiter.rate:g} a second, in bursts "
+                              f"of up to {limiter.burst}; retry in {waiting:.1f} s", waiting)
+
     async def void_submission(self, job_id: int) -> bool:
         delivered = await self.nats(self.events.read(job_id), "event log")
         return (delivered is not None and isinstance(delivered.event, JobSubmitted)
@@ -253,6 +269,12 @@ def principal_of(request: Request) -> Principal:
     return request.state.principal
 
 
+def actor_of(request: Request) -> Actor:
+    """Who makes the request, as the events record it (the audit trail)."""
+    principal = principal_of(request)
+    return Actor(token=principal.name, account=principal.account, role=principal.role)
+
+
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(content=msgspec.json.encode(content), status_code=status_code, media_type="application/json",
                     headers=headers)
@@ -272,7 +294,7 @@ async def submit(request: Request) -> Response:
     spec = to_spec(body, gateway.nodes.partitions(), gateway.settings.roots())
     # The job's trace begins here: this span's context goes into the submission (and its headers).
     with tracer().start_as_current_span("publish JobSubmitted", kind=SpanKind.PRODUCER) as span:
-        job_id = await gateway.submit(spec, request.headers.get("idempotency-key"))
+        job_id = await gateway.submit(spec, request.headers.get("idempotency-key"), actor_of(request))
         span.set_attribute("scns.job_id", job_id)
     return json_response(wire.SubmitResponse(job_id=str(job_id)), 201)
 
@@ -293,7 +315,8 @@ async def cancel(request: Request, job_id: FromPath[str]) -> Response:
     job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "cancel")
     linked_to_job(job, "cancel")
     if job.state not in TERMINAL_STATES:
-        await gateway.publish(JobCancelRequested(job_id=job.job_id, requested_at=utcnow()), f"cancel:{job.job_id}")
+        cancel_requested = JobCancelRequested(job_id=job.job_id, requested_at=utcnow(), requested_by=actor_of(request))
+        await gateway.publish(cancel_requested, f"cancel:{job.job_id}")
     return json_response(wire.CancelResponse(msg="取消成功"))
 
 
@@ -515,6 +538,10 @@ def on_invalid(_: Request, exc: RequestInvalid) -> Response:
     return json_response({"detail": exc.errors}, 422)
 
 
+def on_rate_limited(_: Request, exc: RateLimited) -> Response:
+    return json_response(wire.ErrorBody(detail=str(exc)), 429, {"Retry-After": exc.retry_after_header})
+
+
 def on_http_error(_: Request, exc: HTTPException) -> Response:
     return json_response(wire.ErrorBody(detail=str(exc.detail)), exc.status_code, headers=exc.headers)
 
@@ -561,15 +588,35 @@ def is_loopback(host: str) -> bool:
 
 
 async def authenticate(request: Request) -> None:
-    """Every route but the public ones needs a valid bearer token (unless authentication is off)."""
-    if request.url.path in PUBLIC_PATHS:
+    """Every route but the public ones needs a valid bearer token (unless authentication is off).
+
+    Rate limits: a user token has a bucket of its own; requests without a valid token (public
+    routes, missing, unknown or revoked tokens) share their client address's, and an address
+    that has used it up is refused before its token is even looked up. Admin tokens are not
+    limited: an admin can revoke any token and drain any node, so nothing is won by slowing one,
+    and the benchmarks and the operators' tools use it.
+    """
+    path = request.url.path
+    if path in UNLIMITED_PATHS:
         return
     gateway = gateway_of(request)
+    address = f"address {request.client.host if request.client else 'unknown'}"
+    if path in PUBLIC_PATHS:
+        gateway.limit(address)
+        return
     if gateway.settings.auth_disabled:
         request.state.principal = NOBODY_CHECKED
         return
-    token = bearer_token(request.headers.get("authorization", ""))
-    request.state.principal = await gateway.tokens.authenticate(token)
+    gateway.limit(address, take=False)
+    try:
+        token = bearer_token(request.headers.get("authorization", ""))
+        principal = await gateway.tokens.authenticate(token)
+    except NotAuthenticated:
+        gateway.limit(address)
+        raise
+    if not principal.is_admin:
+        gateway.limit(f"token {token_hash(token)}", name=f"token {principal.name!r}")
+    request.state.principal = principal
 
 
 def create_asgi_app(settings: Settings, traced: bool = False, metered: bool = False) -> ASGIApp:
@@ -590,6 +637,10 @@ def create_app(settings: Settings, traced: bool = False, metered: bool = False) 
     if settings.auth_disabled:
         log.warning("AUTHENTICATION IS OFF: every request to %s:%d acts as admin", settings.api_host,
                     settings.api_port)
+    try:
+        limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    except ValueError as error:
+        raise ValueError(f"RATE_LIMIT_BURST: {error}") from None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -608,7 +659,7 @@ def create_app(settings: Settings, traced: bool = False, metered: bool = False) 
         follower = asyncio.create_task(nodes.follow(events))
         projection = ProjectionWatch(settings.projection_stall_seconds, MAX_PROJECTION_LAG)
         app.state.gateway = Gateway(settings, events, PostgresJobView(pool), NatsLogReader(events.nc), nodes, tokens,
-                                    projection)
+                                    projection, limiter)
         app.state.openapi = msgspec.json.encode(openapi_document(VERSION))
         app.state.asyncapi = rendered_catalogue().encode()
         if metered:
@@ -632,6 +683,7 @@ def create_app(settings: Settings, traced: bool = False, metered: bool = False) 
         before_request=authenticate,
         exception_handlers={
             RequestInvalid: on_invalid,
+            RateLimited: on_rate_limited,
             NotAuthenticated: error_body(401, "", {"WWW-Authenticate": "Bearer"}),
             Forbidden: error_body(403, ""),
             JobNotFound: error_body(404, ""),
@@ -647,5 +699,5 @@ def create_app(settings: Settings, traced: bool = False, metered: bool = False) 
                                                          exclude_spans=["receive", "send"]))] if traced else [],
         openapi_config=None,
         logging_config=None,
-        request_max_body_size=8 * 1024 * 1024,  # a 1 MiB script may grow six-fold as escaped JSON
+        request_max_body_size=MAX_BODY_BYTES,
     )

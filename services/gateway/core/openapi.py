@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from services.gateway.core import wire
-from services.gateway.core.validation import SubmitRequest, TokenRequest
+from services.gateway.core.validation import MAX_BODY_BYTES, SubmitRequest, TokenRequest
 from shared.rpc import RebuildReport
 
 REF = "#/components/schemas/{name}"
@@ -70,6 +70,7 @@ ROUTES: list[tuple[str, str, str, list[dict], type | None, str, type, tuple[str,
     ], None, "200", wire.CancelResponse, ("401", "403", "404", "503")),
 ]
 PUBLIC = {"/health", "/"}
+NOT_RATE_LIMITED = {"/health"}
 
 
 def openapi_document(version: str) -> dict[str, Any]:
@@ -89,6 +90,12 @@ def openapi_document(version: str) -> dict[str, Any]:
             else:
                 description, error_type = ERRORS[code]
                 responses[code] = _response(description, error_type)
+        if body is not None:
+            responses["413"] = _response(f"The body is over {MAX_BODY_BYTES // 2**20} MiB", wire.ErrorBody)
+        if path not in NOT_RATE_LIMITED:
+            responses["429"] = _response("Too many requests: this token's (or address's) rate limit is used up",
+                                         wire.ErrorBody, {"Retry-After": {"schema": {"type": "string"},
+                                                                          "description": "seconds to wait"}})
         operation: dict[str, Any] = {"summary": summary, "parameters": parameters, "responses": responses}
         if body is not None:
             operation["requestBody"] = {"required": True, "content": {
@@ -106,8 +113,9 @@ def openapi_document(version: str) -> dict[str, Any]:
     }
 
 
-def _response(description: str, result: type) -> dict:
+def _response(description: str, result: type, headers: dict[str, dict] | None = None) -> dict:
     return {"description": description, "headers": {
         "X-Request-ID": {"schema": {"type": "string"}},
         "X-Process-Time": {"schema": {"type": "string"}},
+        **(headers or {}),
     }, "content": {"application/json": {"schema": {"$ref": REF.format(name=result.__name__)}}}}

@@ -21,6 +21,7 @@ from shared.slurm_formats import FormatError, parse_memory_mb, parse_time_limit
 
 T = TypeVar("T")
 MAX_SCRIPT_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 8 * 1024 * 1024  # 413 beyond: a 1 MiB script may grow six-fold as escaped JSON
 MAX_ENV_ENTRIES = 256
 MAX_ENV_BYTES = 128 * 1024
 
