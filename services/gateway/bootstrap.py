@@ -1,15 +1,42 @@
-"""Wires the gateway: settings to the Litestar app (with its request headers), served by uvicorn."""
+"""Wires the gateway: settings to the Litestar app (with its request headers), served by uvicorn
+with bounded requests (see adapters/http_limits.py), over HTTPS when a certificate is configured."""
 
 from __future__ import annotations
 
+import logging
+import ssl
 import sys
 
 import uvicorn
 
-from services.gateway.app import create_asgi_app
-from shared.config import ConfigError, load_settings
+from services.gateway.adapters.http_limits import bounded_protocol
+from services.gateway.app import create_asgi_app, is_loopback
+from shared.config import ConfigError, Settings, load_settings
 from shared.logs import configure_logging
 from shared.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """HTTPS when API_TLS_CERT and API_TLS_KEY are both set; None when neither is."""
+    cert, key = settings.api_tls_cert, settings.api_tls_key
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise ConfigError("HTTPS needs both API_TLS_CERT and API_TLS_KEY (PEM files), or neither for plain HTTP")
+
+    def encrypted_key() -> bytes:  # else OpenSSL would prompt on the terminal for a passphrase
+        raise ConfigError(f"API_TLS_KEY {key} is encrypted: give the key unencrypted, readable by this user only")
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2 or later, no weak ciphers
+    try:
+        context.load_cert_chain(cert, key, password=encrypted_key)
+    except OSError as error:  # missing, unreadable, not PEM, or a key that is not the certificate's
+        raise ConfigError(f"cannot load API_TLS_CERT {cert} with API_TLS_KEY {key}: {error}") from None
+    return context
 
 
 def main() -> None:
@@ -18,11 +45,18 @@ def main() -> None:
     try:
         settings = load_settings()
         app = create_asgi_app(settings, traced=telemetry.traced, metered=telemetry.metered)
+        tls = tls_context(settings)
     except (ConfigError, ValueError) as error:
         sys.exit(f"gateway: {error}")
+    if tls is None and not is_loopback(settings.api_host):
+        log.warning("serving plain HTTP on %s: bearer tokens cross the network in clear; set API_TLS_CERT and "
+                    "API_TLS_KEY, or put a TLS proxy in front", settings.api_host)
     try:
         # Open /events streams never end by themselves: a stop gives them a few seconds, not forever.
         uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False,
-                    timeout_graceful_shutdown=3)
+                    timeout_graceful_shutdown=3, timeout_keep_alive=KEEP_ALIVE_S,
+                    http=bounded_protocol(settings.api_request_timeout_seconds),  # type: ignore[arg-type]
+                    limit_concurrency=settings.api_max_connections,
+                    ssl_context_factory=(lambda config, default: tls) if tls else None)
     finally:
         telemetry.shutdown()

@@ -1,0 +1,105 @@
+"""uvicorn's httptools protocol with the two bounds it lacks: the size of a request's head and
+the time a request may take to arrive.
+
+uvicorn bounds neither with httptools (llhttp takes headers of any size, and nothing times a
+request that trickles in; only h11 has a size limit, answered with a bare 400, and h11 is the
+slower parser). So a head over MAX_HEAD_BYTES gets 431 and a request not received in full
+within `request_timeout_s` of its first byte (of the connection, for the first request) gets
+408, both with the API's JSON error body, and the connection is closed. Those answers are
+written here, below the application, so they carry no X-Request-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+
+import msgspec
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers, as h11's default and Node's
+
+
+class HeadTooLarge(Exception):
+    pass
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args, request_timeout_s: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_timeout_s = request_timeout_s
+        self.head_bytes = 0  # received since the current request began, until its head is complete
+        self.head_complete = False
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.arm_deadline()  # a connection that never sends a byte is a request that never arrives
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.head_complete:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        # A head still incomplete is refused as soon as it is too large: not buffered further.
+        if not self.head_complete and self.head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self.refuse(431, f"request line and headers over {MAX_HEAD_BYTES // 1024} KiB")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.arm_deadline()
+
+    def on_headers_complete(self) -> None:
+        self.head_complete = True
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > MAX_HEAD_BYTES:  # a head that came whole in one read
+            self.refuse(431, f"request line and headers over {MAX_HEAD_BYTES // 1024} KiB")
+            raise HeadTooLarge  # stops the parser; uvicorn's 400 for it is skipped below
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.disarm_deadline()
+        self.head_complete, self.head_bytes = False, 0  # the next request's head begins
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.transport.is_closing():  # else already refused, with a status of ours
+            super().send_400_response(msg)
+
+    def arm_deadline(self) -> None:
+        if self.deadline is None:
+            self.deadline = self.loop.call_later(self.request_timeout_s, self.request_too_slow)
+
+    def disarm_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def request_too_slow(self) -> None:
+        self.deadline = None
+        if self.transport.is_closing():
+            return
+        if not self.head_complete or self.cycle is None or not self.cycle.response_started:
+            self.refuse(408, f"the request did not arrive in full within {self.request_timeout_s:g} s")
+        else:  # the application has answered (or is answering) it already: only the connection can go
+            self.transport.close()
+
+    def refuse(self, status: int, detail: str) -> None:
+        """Answer with the API's error body and close the connection."""
+        body = msgspec.json.encode({"detail": detail})
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
+                 b"connection: close\r\n\r\n"]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
+def bounded_protocol(request_timeout_s: float) -> Callable[..., asyncio.Protocol]:
+    """What uvicorn's `http` takes: it calls this with its config and server state."""
+    return functools.partial(BoundedHttpToolsProtocol, request_timeout_s=request_timeout_s)
