@@ -32,8 +32,9 @@ bench *ARGS: install
 
 # Create, revoke or list API tokens of the running stack: ./just token create NAME --account A [--role user|admin]
 token *ARGS: install
-    SCNS_ADMIN_TOKEN="${SCNS_ADMIN_TOKEN:-$(cat .scns/admin-token)}" "{{python}}" -m services.gateway.tokens {{ARGS}}
+    SCNS_ADMIN_TOKEN="${SCNS_ADMIN_TOKEN:-$(cat .scns/admin-token)}" NATS_CREDENTIALS="${NATS_CREDENTIALS:-.scns/nats-credentials/admin.json}" \
+        "{{python}}" -m services.gateway.tokens {{ARGS}}
 
 # Rebuild the read model of the running stack from the event log, and compare it with the live one.
 rebuild: install
-    "{{python}}" -m services.projector.rebuild
+    NATS_CREDENTIALS="${NATS_CREDENTIALS:-.scns/nats-credentials/admin.json}" "{{python}}" -m services.projector.rebuild

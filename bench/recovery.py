@@ -79,7 +79,7 @@ async def failover(rounds: int) -> dict:
     times = []
     try:
         await asyncio.to_thread(stack.start)
-        events = await JetStreamEventLog.connect(stack.nats.url, "bench-failover")
+        events = await stack.event_log("bench-failover")
         body = {"job": {"account": "bench", "name": "failover", "partition": "default",
                         "current_working_directory": str(stack.config.work_dir / "bench"),
                         "standard_output": "%j.out", "standard_error": "%j.err", "time_limit": "1"},

@@ -9,6 +9,9 @@ and on start it skips what the file already has, so a crash between writing and 
 repeats nothing, and a stop (or a NATS restart) loses nothing: the consumer keeps the position.
 
     python examples/notify_on_finish.py --account project_alpha --output finished.txt [--from-seq 1 | --since 2026-11-28T00:00:00Z]
+
+With the embedded stack, NATS wants credentials: the read-only ones made for integrations,
+`--credentials .scns/nats-credentials/integration.json` (or NATS_CREDENTIALS).
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ def line_for(seq: int, event: dict, job_account: str, account: str) -> str | Non
         return None
     state = STATE_OF.get(event["type"], event.get("state"))
     return f"{seq} job {event['job_id']} {state} {event.get('exit_code', '0:0')}"
+
+
+def login(credentials: Path | None) -> dict:
+    """nats.connect's arguments for a credentials file ({"user": ..., "password": ...}); the user may
+    subscribe only to its own inbox prefix, _INBOX_<user>."""
+    if credentials is None:
+        return {}
+    entry = json.loads(credentials.read_text())
+    return {"user": entry["user"], "password": entry["password"], "inbox_prefix": f"_INBOX_{entry['user']}"}
 
 
 def last_written(output: Path) -> int:
@@ -64,9 +76,10 @@ async def ensure_consumer(js, durable: str, from_seq: int | None, since: datetim
 
 
 async def follow(nats_url: str, account: str, output: Path, durable: str, from_seq: int | None = None,
-                 since: datetime | None = None, stop: asyncio.Event | None = None) -> None:
+                 since: datetime | None = None, stop: asyncio.Event | None = None,
+                 credentials: Path | None = None) -> None:
     stop = stop or asyncio.Event()
-    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **login(credentials))
     try:
         js = nc.jetstream()
         await ensure_consumer(js, durable, from_seq, since)
@@ -103,13 +116,15 @@ def main() -> None:
     parser.add_argument("--account", required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--durable", default=None, help="consumer name (default: notify-<account>)")
+    parser.add_argument("--credentials", type=Path, default=os.environ.get("NATS_CREDENTIALS") or None,
+                        help="NATS user and password file (the integration's)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--from-seq", type=int, help="on first start: from this stream sequence")
     start.add_argument("--since", type=datetime.fromisoformat, help="on first start: from this time")
     args = parser.parse_args()
     try:
         asyncio.run(follow(args.nats, args.account, args.output, args.durable or f"notify-{args.account}",
-                           args.from_seq, args.since))
+                           args.from_seq, args.since, credentials=args.credentials))
     except KeyboardInterrupt:
         pass
 

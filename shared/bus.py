@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import msgspec
 import nats
@@ -21,8 +23,9 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from shared.config import Settings
+from shared.config import ConfigError, Settings
 from shared.events import STREAM, STREAM_SUBJECTS, AnyEvent, Event, RunEndEvent, decode, encode, end_of, subject_of
+from shared.nats_auth import Credentials, CredentialsError, read_credentials
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +68,17 @@ def decode_message(msg: Msg) -> Delivered | None:
 
 def _delivered(seq: int, subject: str, data: bytes, stored_at: datetime | None) -> Delivered | None:
     try:
-        return Delivered(seq, subject, decode(data), stored_at)
+        event = decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         log.warning("skipping undecodable message seq=%s subject=%s: %s", seq, subject, error)
         return None
+    # Who may publish is granted by subject (an executor only under its own node's subjects): an
+    # event whose content names another subject than the one it was published on is not believed.
+    if subject_of(event) != subject:
+        log.warning("skipping seq=%s: a %s published on %s, not on its own subject %s", seq,
+                    type(event).__name__, subject, subject_of(event))
+        return None
+    return Delivered(seq, subject, event, stored_at)
 
 
 class JetStreamEventLog:
@@ -79,17 +89,33 @@ class JetStreamEventLog:
         self.js: JetStreamContext = nc.jetstream()
 
     @classmethod
-    async def connect(cls, url: str, name: str, *, replicas: int = 1, max_age_days: float = 0,
+    async def connect(cls, url: str, name: str, *, credentials: Credentials | None = None,
+                      tls: ssl.SSLContext | None = None, replicas: int = 1, max_age_days: float = 0,
                       retry_for: float = 60.0) -> JetStreamEventLog:
         """Connect (retrying while the server comes up), then make sure the stream exists."""
         deadline = asyncio.get_running_loop().time() + retry_for
+        login = ({"user": credentials.user, "password": credentials.password,
+                  "inbox_prefix": credentials.inbox_prefix} if credentials else {})
+        refused: list[Exception] = []
+
+        async def on_error(error: Exception) -> None:
+            if isinstance(error, nats.errors.AuthorizationError) or "authorization violation" in str(error).lower():
+                refused.append(error)
+            await _log_nats_error(error)
+
         while True:
             try:
+                # One try per server here (nats-py would retry a first connect forever, even with
+                # wrong credentials); once connected, it reconnects through any outage.
                 nc = await nats.connect(
-                    url.split(","), name=name, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+                    url.split(","), name=name, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.5,
+                    tls=tls, error_cb=on_error, **login,
                 )
+                nc.options["max_reconnect_attempts"] = -1
                 break
             except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as error:
+                if refused:
+                    raise ConnectionError(f"NATS at {url} refused the credentials of {name}") from None
                 if asyncio.get_running_loop().time() > deadline:
                     raise ConnectionError(f"NATS at {url} is not reachable: {error}") from error
                 await asyncio.sleep(0.25)
@@ -104,9 +130,15 @@ class JetStreamEventLog:
 
     @classmethod
     async def for_service(cls, settings: Settings, name: str, retry_for: float = 60.0) -> JetStreamEventLog:
-        """Connect as a service does: NATS and the stream's replication and retention from settings."""
-        return await cls.connect(settings.nats_url, name, replicas=settings.stream_replicas,
-                                 max_age_days=settings.stream_max_age_days, retry_for=retry_for)
+        """Connect as a service does: NATS, its credentials and TLS, the stream's replication and
+        retention, all from settings."""
+        try:
+            credentials = read_credentials(Path(settings.nats_credentials)) if settings.nats_credentials else None
+        except CredentialsError as error:
+            raise ConfigError(str(error)) from None
+        return await cls.connect(settings.nats_url, name, credentials=credentials, tls=nats_tls(settings),
+                                 replicas=settings.stream_replicas, max_age_days=settings.stream_max_age_days,
+                                 retry_for=retry_for)
 
     async def check_not_behind(self, read_model_position: int) -> None:
         """Refuse a log that is behind the read model: it was recreated, and job ids would be reused."""
@@ -286,6 +318,27 @@ class JetStreamEventLog:
             finally:
                 if sub is not None:
                     await _quietly(sub.unsubscribe())
+
+
+def nats_tls(settings: Settings) -> ssl.SSLContext | None:
+    """TLS to NATS when a CA is set: the servers' certificates are verified against it; a client
+    certificate is presented when one is set (for servers that verify their clients)."""
+    if not settings.nats_tls_ca:
+        if settings.nats_tls_cert or settings.nats_tls_key:
+            raise ConfigError("NATS_TLS_CERT and NATS_TLS_KEY need NATS_TLS_CA (the CA of the NATS servers)")
+        return None
+    try:
+        context = ssl.create_default_context(cafile=settings.nats_tls_ca)
+        if settings.nats_tls_cert or settings.nats_tls_key:
+            context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key or None)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"NATS TLS files not usable: {error}") from None
+    return context
+
+
+async def _log_nats_error(error: Exception) -> None:
+    """Refused publishes and subscriptions (permissions) come here, not to the caller: say so."""
+    log.warning("NATS: %s", error)
 
 
 def require_server_version(version: ServerVersion) -> None:

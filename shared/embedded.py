@@ -88,6 +88,16 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 @dataclass(frozen=True)
+class ServerTls:
+    """PEM files of a server's certificate and key; with `client_ca`, clients must present a
+    certificate it signed."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
+@dataclass(frozen=True)
 class NatsCluster:
     """This server's place in a cluster of servers on loopback."""
 
@@ -106,12 +116,14 @@ class NatsServer:
     """
 
     def __init__(self, store_dir: Path, port: int, log: Path | None = None, *, sync_always: bool = False,
-                 cluster: NatsCluster | None = None) -> None:
+                 cluster: NatsCluster | None = None, authorization: str = "", tls: ServerTls | None = None) -> None:
         self.store_dir = store_dir
         self.port = port
         self.log = log or store_dir / "nats-server.log"
         self.sync_always = sync_always
         self.cluster = cluster
+        self.authorization = authorization  # users and permissions (shared.nats_auth); empty: open to all
+        self.tls = tls
         self.process: subprocess.Popen | None = None
 
     def config(self) -> str:
@@ -128,11 +140,17 @@ class NatsServer:
                       f"  listen: 127.0.0.1:{self.cluster.cluster_port}",
                       f"  routes: [{routes}]",
                       "}"]
-        return "\n".join(line for line in lines if line) + "\n"
+        if self.tls:
+            lines += ["tls {",
+                      f"  cert_file: {json.dumps(str(self.tls.cert))}",
+                      f"  key_file: {json.dumps(str(self.tls.key))}",
+                      *([f"  ca_file: {json.dumps(str(self.tls.client_ca))}", "  verify: true"] if self.tls.client_ca else []),
+                      "}"]
+        return "\n".join(line for line in lines if line) + "\n" + self.authorization
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.port}"
 
     @staticmethod
     def binary() -> str:
@@ -147,6 +165,8 @@ class NatsServer:
         ensure_port_free(self.port, "NATS")
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
+        config.touch(mode=0o600)  # it may hold the users' passwords
+        config.chmod(0o600)
         config.write_text(self.config())
         command = [self.binary(), "-c", str(config)]
         with open(self.log, "ab") as log:

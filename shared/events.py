@@ -20,6 +20,16 @@ STREAM_SUBJECTS = ["scns.>"]
 # Control-plane subjects, outside the stream: nothing on them is a fact worth keeping.
 HEARTBEAT_SUBJECT = "scnsctl.heartbeat.{node}"
 LOGS_SUBJECT = "scnsctl.logs.{node}"
+# The stores beside the log: API tokens (the gateway's) and state snapshots (the schedulers').
+TOKENS_BUCKET = "SCNS_TOKENS"
+SNAPSHOTS_BUCKET = "SCNS_SNAPSHOTS"
+
+
+def executor_consumer(node: str) -> str:
+    """An executor's durable consumer; its version changes with its filter (a new one is made)."""
+    return f"executor-v2-{node}"
+
+
 # Answered by the active scheduler (and by one that has just won an election); silence means none.
 ACTIVE_SCHEDULER_SUBJECT = "scnsctl.scheduler.active"
 

@@ -30,6 +30,19 @@ from shared.embedded import (
     reachable_by,
     stop_process,
 )
+from shared.bus import JetStreamEventLog
+from shared.nats_auth import (
+    ADMIN,
+    GATEWAY,
+    PROJECTOR,
+    SCHEDULER,
+    Credentials,
+    credentials_path,
+    executor_user,
+    issue_credentials,
+    read_credentials,
+    server_authorization,
+)
 
 # Where PostgreSQL keeps its data (and jobs work) when run as root and the project folder is out of reach of
 # the unprivileged user (e.g. a checkout in root's mode-700 home). Documented in the README.
@@ -52,6 +65,10 @@ class StackConfig:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.home / "nats-credentials"
 
     @property
     def work_dir(self) -> Path:
@@ -108,11 +125,31 @@ class Stack:
     def logs(self) -> Path:
         return self.config.home / "logs"
 
-    def environment(self) -> dict[str, str]:
+    def credentials(self, user: str) -> Credentials:
+        """A NATS user's credentials (shared.nats_auth), e.g. the admin's for tests and tools."""
+        return read_credentials(credentials_path(self.config.credentials_dir, user))
+
+    async def event_log(self, name: str) -> JetStreamEventLog:
+        """A connection to the stack's log as its admin (for tests, tools and benchmarks)."""
+        return await JetStreamEventLog.connect(self.nats.url, name, credentials=self.credentials(ADMIN))
+
+    def tool_environment(self) -> dict[str, str]:
+        """What a command-line tool (tokens, rebuild) needs to reach the stack's NATS as its admin."""
+        return {"NATS_URL": self.nats.url,
+                "NATS_CREDENTIALS": str(credentials_path(self.config.credentials_dir, ADMIN))}
+
+    def nats_user(self, instance: str) -> str:
+        """The NATS user a service instance connects as: its service's, or its node's."""
+        service = instance.split("-")[0]
+        return executor_user(self.config.node_name) if service == "executor" else {
+            "gateway": GATEWAY, "scheduler": SCHEDULER, "projector": PROJECTOR}[service]
+
+    def environment(self, instance: str) -> dict[str, str]:
         config = self.config
         return {
             **{k: v for k, v in os.environ.items() if not k.startswith(("SCNS_", "NATS_", "DATABASE_"))},
             "NATS_URL": self.nats.url,
+            "NATS_CREDENTIALS": str(credentials_path(config.credentials_dir, self.nats_user(instance))),
             "DATABASE_URL": self.postgres.dsn(),
             "API_HOST": "127.0.0.1",
             "API_PORT": str(config.api_port),
@@ -138,8 +175,11 @@ class Stack:
         ensure_port_free(config.api_port, "the API")
         self.token = admin_token(config.home)
         try:
+            nodes = [config.node_name]
+            authorization = server_authorization(issue_credentials(config.credentials_dir, nodes), nodes)
             self.nats = NatsServer(config.home / "nats", config.nats_port, self.logs / "nats-server.log",
-                                   sync_always=os.environ.get("SCNS_NATS_SYNC") == "always").start()
+                                   sync_always=os.environ.get("SCNS_NATS_SYNC") == "always",
+                                   authorization=authorization).start()
             base = pg_base(config.home)
             self.postgres = PostgresServer(base / "data", config.pg_port, runtime_dir=base,
                                            log=self.logs / "postgres.log").start()
@@ -154,7 +194,7 @@ class Stack:
     def start_service(self, name: str) -> subprocess.Popen:
         with open(self.logs / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name.split('-')[0]}"], env=self.environment(), stdout=log,
+                [sys.executable, "-m", f"services.{name.split('-')[0]}"], env=self.environment(name), stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).resolve().parent.parent,
             )
         self.services[name] = process

@@ -15,10 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.scheduler.snapshots import BUCKET as SNAPSHOT_BUCKET
 from shared.bus import JetStreamEventLog
 from shared.embedded import NatsServer, PostgresServer, free_port
-from shared.events import STREAM
+from shared.events import SNAPSHOTS_BUCKET, STREAM
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +48,7 @@ def postgres_server(scratch: Path) -> PostgresServer:
 async def event_log(nats_server: NatsServer) -> JetStreamEventLog:
     """A connection to a fresh, empty stream (and no scheduler snapshot of an earlier one)."""
     events = await JetStreamEventLog.connect(nats_server.url, "test")
-    for stream in (STREAM, f"OBJ_{SNAPSHOT_BUCKET}"):
+    for stream in (STREAM, f"OBJ_{SNAPSHOTS_BUCKET}"):
         try:
             await events.js.delete_stream(stream)
         except Exception:

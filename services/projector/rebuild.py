@@ -3,7 +3,7 @@
     python -m services.projector.rebuild        (./just rebuild)
 
 Prints the projector's report: events replayed, rate, and whether the rebuilt model equalled
-the live one. NATS is found through NATS_URL.
+the live one. NATS is found through NATS_URL (and NATS_CREDENTIALS: the admin's, or the gateway's).
 """
 
 from __future__ import annotations
@@ -14,24 +14,25 @@ import sys
 import msgspec
 import nats
 
-from shared.config import ConfigError, load_settings
+from shared.bus import JetStreamEventLog
+from shared.config import ConfigError, Settings, load_settings
 from shared.rpc import REBUILD_SUBJECT, RebuildReport
 
 TIMEOUT_S = 3600.0
 
 
-async def request_rebuild(nats_url: str) -> RebuildReport:
-    nc = await nats.connect(nats_url.split(","), name="scns-rebuild", connect_timeout=5)
+async def request_rebuild(settings: Settings) -> RebuildReport:
+    events = await JetStreamEventLog.for_service(settings, "scns-rebuild", retry_for=5)
     try:
-        reply = await nc.request(REBUILD_SUBJECT, b"", timeout=TIMEOUT_S)
+        reply = await events.nc.request(REBUILD_SUBJECT, b"", timeout=TIMEOUT_S)
         return msgspec.json.decode(reply.data, type=RebuildReport)
     finally:
-        await nc.close()
+        await events.close()
 
 
 def main() -> int:
     try:
-        report = asyncio.run(request_rebuild(load_settings().nats_url))
+        report = asyncio.run(request_rebuild(load_settings()))
     except (ConfigError, OSError, nats.errors.Error) as error:
         print(f"rebuild: {error or type(error).__name__} (is the projector running?)", file=sys.stderr)
         return 1

@@ -12,11 +12,10 @@ from nats.js.errors import NotFoundError
 from services.scheduler.core.snapshot import decode_snapshot, encode_snapshot
 from services.scheduler.core.state import SchedulerState
 from shared.bus import JetStreamEventLog
-from shared.events import STREAM
+from shared.events import SNAPSHOTS_BUCKET, STREAM
 
 log = logging.getLogger(__name__)
 
-BUCKET = "SCNS_SNAPSHOTS"
 OBJECT = "scheduler"
 READ_TIMEOUT_S = 60.0
 
@@ -38,7 +37,7 @@ class SnapshotStore:
         """The last snapshot, if there is a usable one: of this format, of this log, not ahead of it.
         Whatever goes wrong reading it means a full replay, never a failed start."""
         try:
-            store = await self.events.js.object_store(BUCKET)
+            store = await self.events.js.object_store(SNAPSHOTS_BUCKET)
             data = (await asyncio.wait_for(store.get(OBJECT), READ_TIMEOUT_S)).data or b""
             state = decode_snapshot(data, await self.log_id())
             last_seq = await self.events.last_seq()
@@ -58,7 +57,7 @@ class SnapshotStore:
             data = encode_snapshot(state, await self.log_id())
             if self._store is None:
                 self._store = await self.events.js.create_object_store(
-                    BUCKET, ObjectStoreConfig(storage=StorageType.FILE, replicas=self.replicas))
+                    SNAPSHOTS_BUCKET, ObjectStoreConfig(storage=StorageType.FILE, replicas=self.replicas))
             await self._store.put(OBJECT, data)
         except (nats.errors.Error, asyncio.TimeoutError) as error:  # the bucket deleted, NATS away, ...
             log.warning("scheduler snapshot at seq %d not stored (%s)", state.last_seq, type(error).__name__)

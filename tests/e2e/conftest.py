@@ -7,6 +7,8 @@ from shared.bus import JetStreamEventLog
 from shared.embedded import free_port
 from shared.stack import Stack, StackConfig
 
+from .helpers import assert_nothing_refused_by_nats
+
 
 @pytest.fixture(scope="session")
 def stack(scratch) -> Stack:
@@ -18,6 +20,7 @@ def stack(scratch) -> Stack:
     running = Stack(config).start()
     yield running
     running.stop()
+    assert_nothing_refused_by_nats(running)
 
 
 @pytest.fixture
@@ -29,6 +32,6 @@ async def api(stack: Stack) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def log(stack: Stack) -> JetStreamEventLog:
-    events = await JetStreamEventLog.connect(stack.nats.url, "e2e-test")
+    events = await stack.event_log("e2e-test")
     yield events
     await events.close()

@@ -36,3 +36,11 @@ async def until_state(api, job_id: str, states: set[str], timeout: float = 60.0,
         return response.json() if response.status_code == 200 and response.json()["state"] in states else None
 
     return await eventually(check, timeout, what=f"job {job_id} to reach {states}")
+
+
+def assert_nothing_refused_by_nats(stack) -> None:
+    """Every service did its work within its NATS permissions: a missing grant shows up only as a
+    permission violation in its log (and a retry or a timeout), so look there."""
+    refused = [f"{log.name}: {line}" for log in stack.logs.glob("*.log") if log.name != "nats-server.log"
+               for line in log.read_text(errors="replace").splitlines() if "permissions violation" in line.lower()]
+    assert not refused, "\n".join(refused[:20])

@@ -400,7 +400,7 @@ async def test_health_and_root(api):
 
 
 async def test_the_tokens_command_creates_and_revokes_tokens_the_api_accepts(api, stack):
-    env = {**os.environ, "NATS_URL": stack.nats.url, "SCNS_ADMIN_TOKEN": stack.token}
+    env = {**os.environ, **stack.tool_environment(), "SCNS_ADMIN_TOKEN": stack.token}
 
     def tokens(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "services.gateway.tokens", *args], env=env,

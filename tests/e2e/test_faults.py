@@ -28,7 +28,7 @@ from shared.events import (
 from shared.stack import Stack, StackConfig
 
 from ..conftest import eventually
-from .helpers import TERMINAL, job
+from .helpers import TERMINAL, assert_nothing_refused_by_nats, job
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +50,7 @@ def stack(scratch) -> Stack:
     running = Stack(config).start()
     yield running
     running.stop()
+    assert_nothing_refused_by_nats(running)
 
 
 class SteadyLoad:
@@ -110,7 +111,7 @@ async def test_sigkill_of_each_part_under_load_loses_nothing_and_runs_nothing_tw
     ledger.parent.mkdir(parents=True, exist_ok=True)
     load, stop = SteadyLoad(stack, ledger), asyncio.Event()
     submitting = asyncio.create_task(load.run(stop))
-    events = await JetStreamEventLog.connect(stack.nats.url, "fault-test")
+    events = await stack.event_log("fault-test")
     try:
         await eventually(lambda: len(load.acknowledged) >= 5, timeout=60, what="the load to start")
         for part in FAULTS:

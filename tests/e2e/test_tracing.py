@@ -14,7 +14,7 @@ from shared.otlp_receiver import OtlpReceiver
 from shared.stack import Stack, StackConfig
 
 from ..conftest import eventually
-from .helpers import TERMINAL, job, submit, until_state
+from .helpers import TERMINAL, assert_nothing_refused_by_nats, job, submit, until_state
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +34,7 @@ def stack(scratch, receiver) -> Iterator[Stack]:
     running = Stack(config).start()
     yield running
     running.stop()
+    assert_nothing_refused_by_nats(running)
 
 
 @pytest.fixture

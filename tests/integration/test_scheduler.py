@@ -6,11 +6,11 @@ import pytest
 from services.scheduler.core.policy import fifo_first_fit
 from services.scheduler.core.state import SchedulerState, evolve
 from services.scheduler.handlers import Scheduler
-from services.scheduler.snapshots import BUCKET as SNAPSHOT_BUCKET
 from services.scheduler.snapshots import SnapshotStore
 from shared.bus import JetStreamEventLog
 from shared.events import (
     ACTIVE_SCHEDULER_SUBJECT,
+    SNAPSHOTS_BUCKET,
     STREAM,
     JobAllocated,
     JobCancelled,
@@ -220,7 +220,7 @@ async def test_an_election_expired_from_the_log_does_not_stop_scheduling(event_l
 async def test_a_lost_snapshot_bucket_costs_a_snapshot_not_the_scheduler(event_log):
     store = SnapshotStore(event_log)
     assert await store.save(SchedulerState(last_seq=0))
-    await event_log.js.delete_object_store(SNAPSHOT_BUCKET)
+    await event_log.js.delete_object_store(SNAPSHOTS_BUCKET)
     assert not await store.save(SchedulerState(last_seq=0))  # refused, reported, not raised
     assert await store.save(SchedulerState(last_seq=0))  # and the next one makes the bucket again
 

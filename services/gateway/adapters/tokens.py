@@ -25,10 +25,10 @@ from nats.js.kv import KeyValue
 
 from services.gateway.core.auth import TOKEN_NAME, NotAuthenticated, Principal, token_hash
 from services.gateway.errors import DependencyDown
+from shared.events import TOKENS_BUCKET
 
 log = logging.getLogger(__name__)
 
-BUCKET = "SCNS_TOKENS"
 RECENT_LIMIT = 10_000
 NATS_TROUBLE = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
                 nats.js.errors.ServiceUnavailableError, TimeoutError)
@@ -65,10 +65,10 @@ class NatsTokenStore:
     @classmethod
     async def open(cls, js: JetStreamContext, admin_token: str, replicas: int = 1) -> NatsTokenStore:
         try:
-            kv = await js.key_value(BUCKET)
+            kv = await js.key_value(TOKENS_BUCKET)
         except BucketNotFoundError:
             kv = await js.create_key_value(
-                KeyValueConfig(bucket=BUCKET, history=1, storage=StorageType.FILE, replicas=replicas)
+                KeyValueConfig(bucket=TOKENS_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas)
             )
         return cls(kv, admin_token)
 

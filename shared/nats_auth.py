@@ -1,0 +1,205 @@
+"""Who may say what on NATS: one user per service (and per executor node), each allowed only the
+subjects it needs, so no part can forge the facts of another.
+
+The rules are a pure function of the role (`permissions`); `server_authorization` renders them
+as nats-server configuration and `issue_credentials` makes the users with random passwords,
+kept as owner-only files (the embedded stack does this under `.scns/` on first start). A
+service is given its file by the setting NATS_CREDENTIALS.
+
+Every user gets its own inbox prefix (`_INBOX_<user>`), and may subscribe only to that, so no
+one reads the replies (JetStream acks, logs, probes) meant for another. JetStream's API is
+granted per stream and per call; the durable consumers of the executors are reserved to their
+node, so another client can neither take nor ack their allocations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import msgspec
+
+from shared.events import (
+    ACTIVE_SCHEDULER_SUBJECT,
+    HEARTBEAT_SUBJECT,
+    LOGS_SUBJECT,
+    SNAPSHOTS_BUCKET,
+    STREAM,
+    SUBJECTS,
+    TOKENS_BUCKET,
+    JobAllocated,
+    JobCancelled,
+    JobCancelRequested,
+    JobFinished,
+    JobLost,
+    JobRequeued,
+    JobStarted,
+    JobSubmitted,
+    NodeDown,
+    NodeDrained,
+    NodeRegistered,
+    NodeResumed,
+    SchedulerElected,
+    executor_consumer,
+)
+from shared.rpc import REBUILD_SUBJECT
+
+ADMIN, GATEWAY, SCHEDULER, PROJECTOR, INTEGRATION = "admin", "gateway", "scheduler", "projector", "integration"
+SERVICES = (GATEWAY, SCHEDULER, PROJECTOR)
+EXECUTOR_PREFIX = "executor-"  # an executor's user is "executor-<node>"
+
+
+class Credentials(msgspec.Struct):
+    user: str
+    password: str
+
+    @property
+    def inbox_prefix(self) -> str:
+        return inbox_prefix(self.user)
+
+
+def inbox_prefix(user: str) -> str:
+    return f"_INBOX_{user}"
+
+
+def executor_user(node: str) -> str:
+    return f"{EXECUTOR_PREFIX}{node}"
+
+
+def _any(template: str) -> str:
+    """A subject template with every placeholder a wildcard."""
+    return template.format(job_id="*", node="*")
+
+
+def _of_node(event: type, node: str) -> str:
+    return SUBJECTS[event].format(job_id="*", node=node)
+
+
+def _reading(stream: str, consumers: str = "*") -> list[str]:
+    """Read a stream: its info, single messages, and consumers of one's own making."""
+    api = "$JS.API"
+    return [f"{api}.STREAM.INFO.{stream}", f"{api}.STREAM.MSG.GET.{stream}", f"{api}.DIRECT.GET.{stream}",
+            f"{api}.DIRECT.GET.{stream}.>", f"{api}.CONSUMER.CREATE.{stream}", f"{api}.CONSUMER.CREATE.{stream}.>",
+            f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{consumers}",
+            f"{api}.CONSUMER.INFO.{stream}.{consumers}", f"{api}.CONSUMER.DELETE.{stream}.{consumers}",
+            f"{api}.CONSUMER.MSG.NEXT.{stream}.{consumers}", f"$JS.ACK.{stream}.{consumers}.>",
+            f"$JS.FC.{stream}.>"]
+
+
+def _bucket(kind: str, bucket: str) -> list[str]:
+    """Use a key-value ("KV") or object ("OBJ") store: create it if missing, read and write it."""
+    stream = f"{kind}_{bucket}"
+    subjects = f"$KV.{bucket}.>" if kind == "KV" else f"$O.{bucket}.>"
+    return [*_reading(stream), f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.PURGE.{stream}", subjects]
+
+
+def _reserved_consumers(nodes: list[str], own: str | None = None) -> list[str]:
+    """What no one but an executor may do with that executor's durable consumer."""
+    denied = []
+    for node in nodes:
+        durable = executor_consumer(node)
+        if durable == own:
+            continue
+        denied += [f"$JS.API.CONSUMER.{call}.{STREAM}.{durable}" for call in ("CREATE", "DELETE", "MSG.NEXT")]
+        denied += [f"$JS.API.CONSUMER.CREATE.{STREAM}.{durable}.>", f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.{durable}",
+                   f"$JS.ACK.{STREAM}.{durable}.>"]
+    return denied
+
+
+def permissions(user: str, nodes: list[str]) -> dict | None:
+    """The nats-server permissions of a user (None: all, for the admin), given the cluster's nodes."""
+    if user == ADMIN:
+        return None
+    log = [*_reading(STREAM), "$JS.API.INFO", f"$JS.API.STREAM.CREATE.{STREAM}"]
+    publish: list[str]
+    subscribe: list[str] = []
+    responds = False
+    own_consumer = None
+    if user == GATEWAY:
+        publish = [SUBJECTS[JobSubmitted], _any(SUBJECTS[JobCancelRequested]), _any(SUBJECTS[NodeDrained]),
+                   _any(SUBJECTS[NodeResumed]), _any(LOGS_SUBJECT), REBUILD_SUBJECT,
+                   f"$JS.API.CONSUMER.LIST.{STREAM}", *_bucket("KV", TOKENS_BUCKET)]
+        subscribe = [_any(HEARTBEAT_SUBJECT)]
+    elif user == SCHEDULER:
+        publish = [*(_any(SUBJECTS[event]) for event in (JobAllocated, JobLost, JobRequeued, JobCancelled, NodeDown,
+                                                          SchedulerElected)),
+                   ACTIVE_SCHEDULER_SUBJECT, *_bucket("OBJ", SNAPSHOTS_BUCKET)]
+        subscribe = [ACTIVE_SCHEDULER_SUBJECT, _any(HEARTBEAT_SUBJECT)]
+        responds = True
+    elif user == PROJECTOR:
+        publish = []
+        subscribe = [REBUILD_SUBJECT]
+        responds = True
+    elif user.startswith(EXECUTOR_PREFIX):
+        node = user.removeprefix(EXECUTOR_PREFIX)
+        own_consumer = executor_consumer(node)
+        publish = [*(_of_node(event, node) for event in (JobStarted, JobFinished, JobRequeued)),
+                   SUBJECTS[NodeRegistered].format(node=node), HEARTBEAT_SUBJECT.format(node=node)]
+        subscribe = [LOGS_SUBJECT.format(node=node)]
+        responds = True
+    elif user == INTEGRATION:
+        # Read-only: it reads the log (with consumers of its own) and watches the live events.
+        publish = []
+        subscribe = ["scns.>"]
+    else:
+        raise ValueError(f"no such NATS user: {user!r}")
+    rules: dict = {
+        "publish": {"allow": [*log, *publish], "deny": _reserved_consumers(nodes, own_consumer)},
+        "subscribe": {"allow": [f"{inbox_prefix(user)}.>", *subscribe]},
+    }
+    if responds:  # it answers requests: it may publish to the reply subject of one it received
+        rules["allow_responses"] = True
+    return rules
+
+
+def users_for(nodes: list[str]) -> list[str]:
+    return [ADMIN, *SERVICES, *(executor_user(node) for node in nodes), INTEGRATION]
+
+
+def server_authorization(credentials: list[Credentials], nodes: list[str]) -> str:
+    """The `authorization` block of a nats-server configuration (JSON is valid configuration)."""
+    users = []
+    for entry in credentials:
+        user = {"user": entry.user, "password": entry.password}
+        if (rules := permissions(entry.user, nodes)) is not None:
+            user["permissions"] = rules
+        users.append(user)
+    return "authorization: " + json.dumps({"users": users}, indent=1) + "\n"
+
+
+def credentials_path(folder: Path, user: str) -> Path:
+    return folder / f"{user}.json"
+
+
+def issue_credentials(folder: Path, nodes: list[str]) -> list[Credentials]:
+    """Every user's credentials, made (random password, owner-only file) where missing, kept otherwise."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    issued = []
+    for user in users_for(nodes):
+        path = credentials_path(folder, user)
+        if path.exists():
+            issued.append(read_credentials(path))
+            continue
+        credentials = Credentials(user, secrets.token_urlsafe(24))
+        temporary = path.with_suffix(".tmp")
+        temporary.unlink(missing_ok=True)
+        with open(temporary, "xb", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:
+            file.write(msgspec.json.encode(credentials))
+        temporary.replace(path)
+        issued.append(credentials)
+    return issued
+
+
+class CredentialsError(ValueError):
+    pass
+
+
+def read_credentials(path: Path) -> Credentials:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Credentials)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
+        # The error names the file, never its content.
+        raise CredentialsError(f"NATS credentials {path} are not readable: {type(error).__name__}") from None

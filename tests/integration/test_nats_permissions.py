@@ -1,0 +1,152 @@
+"""NATS permissions, against a real nats-server configured as the embedded stack configures it
+(shared.nats_auth): no one without credentials gets in, and no part can forge another's facts."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nats
+import pytest
+
+from shared.bus import JetStreamEventLog
+from shared.embedded import NatsServer, free_port
+from shared.events import (
+    JobAllocated,
+    JobFinished,
+    JobStarted,
+    JobSubmitted,
+    encode,
+    executor_consumer,
+    subject_of,
+)
+from shared.nats_auth import (
+    ADMIN,
+    GATEWAY,
+    INTEGRATION,
+    Credentials,
+    executor_user,
+    issue_credentials,
+    server_authorization,
+)
+
+from ..conftest import eventually
+from .helpers import NOW, node, spec
+
+pytestmark = pytest.mark.integration
+
+NODES = ["node-a", "node-b"]
+ALLOCATION = JobAllocated(job_id=1, node="node-a", cpus=1, memory_mb=1, allocated_at=NOW)
+FINISHED = JobFinished(job_id=1, node="node-a", state="COMPLETED", exit_code="0:0", ended_at=NOW)
+SUBMITTED = JobSubmitted(spec=spec(), submitted_at=NOW)
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory) -> tuple[NatsServer, dict[str, Credentials]]:
+    folder = Path(tmp_path_factory.mktemp("secured-nats"))
+    users = {entry.user: entry for entry in issue_credentials(folder / "credentials", NODES)}
+    server = NatsServer(folder / "nats", free_port(),
+                        authorization=server_authorization(list(users.values()), NODES)).start()
+    yield server, users
+    server.stop()
+
+
+@pytest.fixture
+async def connect(secured):
+    server, users = secured
+    opened: list[JetStreamEventLog] = []
+
+    async def as_user(user: str) -> JetStreamEventLog:
+        opened.append(await JetStreamEventLog.connect(server.url, f"test-{user}", credentials=users[user], retry_for=5))
+        return opened[-1]
+
+    yield as_user
+    for events in opened:
+        await events.close()
+
+
+async def refused(events: JetStreamEventLog, admin: JetStreamEventLog, event, caplog) -> bool:
+    """Whether publishing `event` was refused by the server (and nothing was stored)."""
+    before = await admin.last_seq()
+    try:
+        await events.publish(event, timeout=1)
+    except nats.errors.TimeoutError:
+        # the server said why to the error callback (logged), and stored nothing
+        await eventually(lambda: f'permissions violation for publish to "{subject_of(event)}"' in caplog.text.lower(),
+                         timeout=10, what="the permission violation")
+        return await admin.last_seq() == before
+    return False
+
+
+async def test_a_client_without_credentials_or_with_wrong_ones_is_turned_away(secured):
+    server, users = secured
+    with pytest.raises(ConnectionError, match="refused the credentials"):
+        await JetStreamEventLog.connect(server.url, "anonymous", retry_for=1)
+    with pytest.raises(ConnectionError, match="refused the credentials"):
+        await JetStreamEventLog.connect(server.url, "guessing", credentials=Credentials(GATEWAY, "guess"), retry_for=1)
+
+
+async def test_an_integration_reads_the_log_but_cannot_forge_an_allocation_or_an_end(connect, caplog):
+    caplog.set_level(logging.WARNING)
+    admin = await connect(ADMIN)
+    submitted, _ = await admin.publish(SUBMITTED)
+    integration = await connect(INTEGRATION)
+    assert (await integration.read(submitted)).event == SUBMITTED  # it can read
+    assert [d.seq for d in await integration.history("scns.submit", submitted)] == [submitted]
+    assert await refused(integration, admin, ALLOCATION, caplog)
+    assert await refused(integration, admin, FINISHED, caplog)
+    assert await refused(integration, admin, SUBMITTED, caplog)
+
+
+async def test_the_gateway_submits_but_cannot_allocate_or_end_a_job(connect, caplog):
+    caplog.set_level(logging.WARNING)
+    admin, gateway = await connect(ADMIN), await connect(GATEWAY)
+    seq, _ = await gateway.publish(SUBMITTED, timeout=5)  # what it is for
+    assert (await admin.read(seq)).event == SUBMITTED
+    assert await refused(gateway, admin, ALLOCATION, caplog)
+    assert await refused(gateway, admin, FINISHED, caplog)
+
+
+async def test_an_executor_speaks_only_for_its_own_node_and_reads_only_its_own_allocations(connect, caplog):
+    caplog.set_level(logging.WARNING)
+    admin, executor = await connect(ADMIN), await connect(executor_user("node-a"))
+    started = JobStarted(job_id=1, node="node-a", pid=1, started_at=NOW)
+    assert (await admin.read((await executor.publish(started, timeout=5))[0])).event == started
+    for other_node in (JobStarted(job_id=1, node="node-b", pid=1, started_at=NOW),
+                       JobFinished(job_id=1, node="node-b", state="COMPLETED", exit_code="0:0", ended_at=NOW),
+                       node("node-b"), ALLOCATION):
+        assert await refused(executor, admin, other_node, caplog)
+    # node-b's allocations wait in its durable consumer: node-a can neither take nor ack them
+    await admin.js.add_consumer("SCNS", durable_name=executor_consumer("node-b"), filter_subject="scns.job.*.allocated.>")
+    await admin.publish(JobAllocated(job_id=1, node="node-b", cpus=1, memory_mb=1, allocated_at=NOW))
+    subscription = await executor.js.pull_subscribe_bind(durable=executor_consumer("node-b"), stream="SCNS")
+    with pytest.raises(nats.errors.TimeoutError):
+        await subscription.fetch(1, timeout=1)
+    info = await admin.js.consumer_info("SCNS", executor_consumer("node-b"))
+    assert info.num_pending == 1 and info.num_ack_pending == 0  # still there for node-b
+
+
+async def test_no_one_subscribes_to_the_replies_meant_for_another(connect, caplog):
+    caplog.set_level(logging.WARNING)
+    integration = await connect(INTEGRATION)
+    await integration.nc.subscribe("_INBOX_gateway.>")
+    await eventually(lambda: 'permissions violation for subscription to "_inbox_gateway.>"' in caplog.text.lower(),
+                     timeout=10, what="the refused subscription")
+
+
+async def test_an_event_on_another_subject_than_its_own_is_not_believed(event_log):
+    # Permissions are by subject; what the content says must then agree with the subject.
+    forged = JobFinished(job_id=1, node="node-b", state="COMPLETED", exit_code="0:0", ended_at=NOW)
+    ack = await event_log.js.publish(subject_of(FINISHED), encode(forged))
+    assert await event_log.read(ack.seq) is None
+    genuine, _ = await event_log.publish(FINISHED)
+    assert (await event_log.read(genuine)).event == FINISHED
+
+
+def test_credentials_are_kept_owner_only_and_kept_across_starts(tmp_path):
+    folder = tmp_path / "credentials"
+    first = issue_credentials(folder, NODES)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert {path.stat().st_mode & 0o777 for path in folder.iterdir()} == {0o600}
+    assert issue_credentials(folder, NODES) == first  # a restart keeps them (the server's config too)
+    assert len({entry.password for entry in first}) == len(first)
