@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Coroutine
@@ -26,7 +27,7 @@ from opentelemetry.trace import SpanKind
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.executor.adapters.files import Owner, make_workdir, open_log, open_output
-from services.executor.adapters.limits import Confinement, JobLimits, ProcessWatchdog, run_name
+from services.executor.adapters.limits import RUN_ID_VARIABLE, Confinement, JobLimits, ProcessWatchdog, run_id
 from services.executor.adapters.process import (
     JobProcess,
     as_user,
@@ -167,13 +168,15 @@ class Executor:
         self.events = events
         self.node = node
         self.clock = clock
-        self.limits = limits or ProcessWatchdog(node.name)
+        self.limits = limits or ProcessWatchdog()
         self.running: dict[int, RunningJob] = {}
         # Journal, scripts and status files: the executor's alone (jobs run as other users).
         node.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         node.state_dir.chmod(0o700)
         self.journal_dir = node.state_dir / "jobs"
         self.journal_dir.mkdir(exist_ok=True)
+        # Tells this executor's runs from those of another on the same machine (their cgroups, processes).
+        self.executor_id = hashlib.sha256(f"{node.name}:{node.state_dir.resolve()}".encode()).hexdigest()[:12]
 
     # ---- node -------------------------------------------------------------------------------
 
@@ -218,7 +221,8 @@ class Executor:
                 log.error("unreadable journal entry %s (%s): left in place", path, error)
                 continue
             await self._recover(entry)
-        await self.limits.clean({run_name(job_id, running.run.end_after) for job_id, running in self.running.items()})
+        await self.limits.clean(self.executor_id, {self._run_id(job_id, running.run)
+                                                   for job_id, running in self.running.items()})
 
     async def _recover(self, entry: JournalEntry) -> None:
         """Reattach to a run that still runs, report the true end of one that ended meanwhile, start
@@ -226,7 +230,7 @@ class Executor:
         job_id, status_path = entry.job_id, self._status_path(entry.job_id)
         submitted = await self.events.read(job_id)
         spec = submitted.event.spec if submitted and isinstance(submitted.event, JobSubmitted) else None
-        confinement = self.limits.reattach(job_id, entry.end_after, spec.memory_mb if spec else 0)
+        confinement = self.limits.reattach(self._run_id(job_id, entry.run), spec.memory_mb if spec else 0)
         # Its supervising shell if it still runs (the same process, not a reused PID; found by its
         # command line if the PID was never journaled). Every path giving the run up kills it.
         process = (JobProcess.attach(entry.pid, entry.create_time, status_path, confinement) if entry.pid
@@ -267,6 +271,9 @@ class Executor:
             await process.kill()
         else:
             await confinement.release()
+
+    def _run_id(self, job_id: int, run: Run) -> str:
+        return run_id(job_id, run.end_after, self.executor_id)
 
     def _started_path(self, job_id: int) -> Path:
         """Made by the job's supervising shell before it starts the job (see SUPERVISOR)."""
@@ -464,7 +471,8 @@ class Executor:
             workdir = opened(make_workdir(spec.cwd, roots, user.owner, umask))
             stdout = opened(open_output(outputs[0], roots, user.owner, umask))
             stderr = stdout if outputs[1] == outputs[0] else opened(open_output(outputs[1], roots, user.owner, umask))
-            env = job_environment(spec, job_id, self.node.name, user.name, user.home)
+            env = {**job_environment(spec, job_id, self.node.name, user.name, user.home),
+                   RUN_ID_VARIABLE: self._run_id(job_id, run)}
             script = opened(self._state_file(self._script_path(job_id), spec.script, 0o555))
             environment = opened(self._state_file(self._environment_path(job_id), environment_script(env), 0o444))
             command = with_environment(environment, command_for(spec.script, f"/proc/self/fd/{script}"))
@@ -474,7 +482,7 @@ class Executor:
             status.parent.mkdir(mode=0o700, exist_ok=True)
             status.unlink(missing_ok=True)
             self._started_path(job_id).unlink(missing_ok=True)
-            confinement = self.limits.confine(job_id, run.end_after, spec.memory_mb)
+            confinement = self.limits.confine(self._run_id(job_id, run), spec.memory_mb)
             try:
                 return await JobProcess.spawn(command, workdir, SUPERVISOR_ENVIRONMENT, stdout, stderr, status,
                                               umask, confinement, pass_fds=(script, environment))

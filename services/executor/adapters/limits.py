@@ -4,7 +4,7 @@ A cgroup per run where the executor can make them (v2, or v1's memory and pids c
 the kernel enforces the memory and the process count, and the cgroup names every process of
 the run, however it forked. Elsewhere, a watchdog polls the run's processes: its supervising
 shell's tree, every process seen in it before, and every process whose environment carries the
-run's SCNS_JOB_ID and SCNS_NODE (a double-forked daemon, reparented away, still has them).
+run's id (RUN_ID_VARIABLE: a double-forked daemon, reparented away, still has it).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ PIDS_MAX = 4096  # processes of one run (cgroup), or of the job's user (RLIMIT_N
 WATCH_INTERVAL_S = 0.25
 END_DEADLINE_S = 10.0  # to kill every process of a run and remove its cgroup
 CONTROLLERS = ("memory", "pids")
+# In every job's environment: the run's id, unique to this executor (node and state folder).
+RUN_ID_VARIABLE = "SCNS_RUN_ID"
 
 
 class LimitsUnavailable(RuntimeError):
@@ -61,18 +63,19 @@ class JobLimits(Protocol):
     mode: str
     pids_max: int  # processes of one run (cgroup), or of the job's user (RLIMIT_NPROC)
 
-    def confine(self, job_id: int, end_after: int, memory_mb: int) -> Confinement:
+    def confine(self, run_id: str, memory_mb: int) -> Confinement:
         """A new run's containment, before it is spawned."""
 
-    def reattach(self, job_id: int, end_after: int, memory_mb: int) -> Confinement:
+    def reattach(self, run_id: str, memory_mb: int) -> Confinement:
         """The containment of a run an earlier executor started."""
 
-    async def clean(self, keep: set[str]) -> None:
-        """Remove what ended runs left (all but the runs named in `keep`)."""
+    async def clean(self, executor_id: str, keep: set[str]) -> None:
+        """Remove what the ended runs of that executor left (all its runs but those in `keep`)."""
 
 
-def run_name(job_id: int, end_after: int) -> str:
-    return f"job-{job_id}-{end_after}"
+def run_id(job_id: int, end_after: int, executor_id: str) -> str:
+    """A run's name for its cgroup and its processes' environment (RUN_ID_VARIABLE)."""
+    return f"job-{job_id}-{end_after}-{executor_id}"
 
 
 def cgroup_mounts(mounts: str) -> tuple[str | None, dict[str, str]]:
@@ -102,14 +105,14 @@ def oom_kills(text: str) -> int:
 def job_limits(mode: str, node: str, pids_max: int = PIDS_MAX, mounts: Path = Path("/proc/mounts")) -> JobLimits:
     """JOB_LIMITS: "cgroup", "watchdog", or "auto" (cgroups when this executor can make them)."""
     if mode == "watchdog":
-        return ProcessWatchdog(node, pids_max)
+        return ProcessWatchdog(pids_max)
     cgroups = CgroupTree.on_this_machine(node, mounts, pids_max)
     if cgroups is not None:
         return cgroups
     if mode == "cgroup":
         raise LimitsUnavailable("JOB_LIMITS=cgroup, but this executor cannot make cgroups with the memory and pids "
                                 "controllers (it needs root, and cgroup v2 with both enabled, or v1's memory and pids)")
-    return ProcessWatchdog(node, pids_max)
+    return ProcessWatchdog(pids_max)
 
 
 def _write(path: Path, value: str) -> None:
@@ -160,8 +163,8 @@ class CgroupTree:
         dirs = [base / name for base in self.bases]
         return CgroupRun(dirs, dirs[0] / ("memory.events" if self.version == 2 else "memory.oom_control"))
 
-    def confine(self, job_id: int, end_after: int, memory_mb: int) -> CgroupRun:
-        run = self._run(run_name(job_id, end_after))
+    def confine(self, run_id: str, memory_mb: int) -> CgroupRun:
+        run = self._run(run_id)
         for folder in run.dirs:
             folder.mkdir(exist_ok=True)
         limit = str(memory_mb * MiB)
@@ -181,12 +184,12 @@ class CgroupTree:
             raise
         return run
 
-    def reattach(self, job_id: int, end_after: int, memory_mb: int) -> CgroupRun:
-        return self._run(run_name(job_id, end_after))
+    def reattach(self, run_id: str, memory_mb: int) -> CgroupRun:
+        return self._run(run_id)
 
-    async def clean(self, keep: set[str]) -> None:
-        names = {folder.name for base in self.bases if base.is_dir()
-                 for folder in base.iterdir() if folder.is_dir() and folder.name.startswith("job-")}
+    async def clean(self, executor_id: str, keep: set[str]) -> None:
+        names = {folder.name for base in self.bases if base.is_dir() for folder in base.iterdir()
+                 if folder.is_dir() and folder.name.startswith("job-") and folder.name.endswith(f"-{executor_id}")}
         for name in sorted(names - keep):
             log.info("removing the cgroup %s of a run that ended while no executor watched", name)
             await self._run(name).release()
@@ -252,22 +255,21 @@ class ProcessWatchdog:
 
     mode = "watchdog"
 
-    def __init__(self, node: str, pids_max: int = PIDS_MAX) -> None:
-        self.node = node
+    def __init__(self, pids_max: int = PIDS_MAX) -> None:
         self.pids_max = pids_max
 
-    def confine(self, job_id: int, end_after: int, memory_mb: int) -> WatchedRun:
-        return WatchedRun({"SCNS_JOB_ID": str(job_id), "SCNS_NODE": self.node}, memory_mb * MiB)
+    def confine(self, run_id: str, memory_mb: int) -> WatchedRun:
+        return WatchedRun(run_id, memory_mb * MiB)
 
     reattach = confine  # nothing of a run outlives its executor but its processes, found again alike
 
-    async def clean(self, keep: set[str]) -> None:
+    async def clean(self, executor_id: str, keep: set[str]) -> None:
         pass  # nothing is left of an ended run but processes, ended with it (or found by no one)
 
 
 class WatchedRun:
-    def __init__(self, marks: dict[str, str], memory_bytes: int) -> None:
-        self.marks = marks  # environment variables that only this run's processes carry
+    def __init__(self, run_id: str, memory_bytes: int) -> None:
+        self.run_id = run_id  # in the environment of this run's processes, and no other's
         self.memory_bytes = memory_bytes
         self.root: psutil.Process | None = None
         self.seen: dict[int, psutil.Process] = {}  # every process of the run found so far
@@ -297,7 +299,7 @@ class WatchedRun:
         return [process for process in found.values() if _alive(process)]
 
     def _marked(self) -> list[psutil.Process]:
-        """Processes whose environment has the run's marks (read once per process)."""
+        """Processes whose environment has the run's id (read once per process)."""
         marked, present = [], {}
         for process in psutil.process_iter():
             try:
@@ -305,19 +307,18 @@ class WatchedRun:
             except psutil.Error:
                 continue
             if key not in self.looked_at:
-                self.looked_at[key] = self._carries_marks(process)
+                self.looked_at[key] = self._carries_run_id(process)
             present[key] = self.looked_at[key]
             if present[key]:
                 marked.append(process)
         self.looked_at = present  # forget the processes that are gone
         return marked
 
-    def _carries_marks(self, process: psutil.Process) -> bool:
+    def _carries_run_id(self, process: psutil.Process) -> bool:
         try:
-            environment = process.environ()
+            return process.environ().get(RUN_ID_VARIABLE) == self.run_id
         except psutil.Error:
             return False
-        return all(environment.get(name) == value for name, value in self.marks.items())
 
     def signal(self, signum: int) -> None:
         for process in self.members():
