@@ -150,14 +150,23 @@ class CgroupTree:
             folder = folder / name
             folder.mkdir(exist_ok=True)
         _write(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in CONTROLLERS))
-        return cls([folder], 2, pids_max)
+        return cls([folder], 2, pids_max).probed()
 
     @classmethod
     def v1(cls, mounts: list[Path], node: str, pids_max: int = PIDS_MAX) -> CgroupTree:
         bases = [mount / "scns" / node for mount in mounts]
         for base in bases:
             base.mkdir(parents=True, exist_ok=True)
-        return cls(bases, 1, pids_max)
+        return cls(bases, 1, pids_max).probed()
+
+    def probed(self) -> CgroupTree:
+        """Itself, once a cgroup was made and removed in each base (the bases may exist, made by
+        a root executor, where this one may not make cgroups): raises OSError otherwise."""
+        for base in self.bases:
+            probe = base / f"probe-{os.getpid()}"
+            probe.mkdir()
+            probe.rmdir()
+        return self
 
     def _run(self, name: str) -> CgroupRun:
         dirs = [base / name for base in self.bases]
