@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # (Nats-Expected-Last-Subject-Sequence-Subject), which older servers silently ignore.
 MIN_SERVER_VERSION = (2, 11)
 DUPLICATE_WINDOW_S = 120.0
+CONNECT_TIMEOUT_S = 2.0
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code when an expected-last-sequence check fails
 REPLAY_INACTIVE_S = 60.0  # an abandoned reader's consumer disappears after this
 REPLAY_POLL_S = 5.0
@@ -107,17 +108,19 @@ class JetStreamEventLog:
             try:
                 # One try per server here (nats-py would retry a first connect forever, even with
                 # wrong credentials); once connected, it reconnects through any outage.
-                nc = await nats.connect(
-                    url.split(","), name=name, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.5,
-                    tls=tls, error_cb=on_error, **login,
-                )
+                servers = url.split(",")
+                # Bounded too: nats-py may hang in a first connect whose TLS handshake failed.
+                nc = await asyncio.wait_for(nats.connect(
+                    servers, name=name, connect_timeout=CONNECT_TIMEOUT_S, max_reconnect_attempts=1,
+                    reconnect_time_wait=0.5, tls=tls, error_cb=on_error, **login,
+                ), timeout=2 * len(servers) * (CONNECT_TIMEOUT_S + 0.5) + 1)
                 nc.options["max_reconnect_attempts"] = -1
                 break
             except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as error:
                 if refused:
                     raise ConnectionError(f"NATS at {url} refused the credentials of {name}") from None
                 if asyncio.get_running_loop().time() > deadline:
-                    raise ConnectionError(f"NATS at {url} is not reachable: {error}") from error
+                    raise ConnectionError(f"NATS at {url} is not reachable: {error or 'no answer in time'}") from error
                 await asyncio.sleep(0.25)
         events = cls(nc)
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import msgspec
@@ -203,3 +204,36 @@ def read_credentials(path: Path) -> Credentials:
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
         # The error names the file, never its content.
         raise CredentialsError(f"NATS credentials {path} are not readable: {type(error).__name__}") from None
+
+
+def write_server_authorization(folder: Path, nodes: list[str]) -> Path:
+    """Make (or keep) every user's credentials in `folder`, and the server's `authorization.conf`
+    beside them: for a nats-server of one's own (`include` it in its configuration)."""
+    path = folder / "authorization.conf"
+    text = server_authorization(issue_credentials(folder, nodes), nodes)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+    return path
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0].startswith("-"):
+        print("usage: python -m shared.nats_auth FOLDER NODE [NODE ...]\n"
+              "  makes each user's NATS credentials in FOLDER (kept if present) and FOLDER/authorization.conf\n"
+              "  for nats-server; run it again with the new list when a node joins, then reload nats-server",
+              file=sys.stderr)
+        return 2
+    folder, nodes = Path(argv[0]), argv[1:]
+    try:
+        path = write_server_authorization(folder, nodes)
+    except (OSError, CredentialsError) as error:
+        print(f"nats_auth: {error}", file=sys.stderr)
+        return 1
+    print(f"{path}: include it in nats-server's configuration; give each service its file "
+          f"({', '.join(credentials_path(folder, user).name for user in users_for(nodes))}) as NATS_CREDENTIALS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

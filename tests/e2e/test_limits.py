@@ -24,6 +24,7 @@ from services.gateway.adapters.http_limits import MAX_HEAD_BYTES
 from services.gateway.core.validation import MAX_BODY_BYTES
 from shared.embedded import free_port, stop_process
 
+from ..certs import self_signed
 from ..conftest import eventually
 from .helpers import job, submit
 
@@ -52,14 +53,8 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def certificate(scratch) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key (openssl)."""
-    folder = scratch / f"tls-{uuid.uuid4().hex[:6]}"
-    folder.mkdir()
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
-    return cert, key
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    return self_signed(scratch / f"tls-{uuid.uuid4().hex[:6]}")
 
 
 def gateway_environment(stack, **settings: str) -> dict[str, str]:

@@ -1,24 +1,18 @@
-import subprocess
-
 import pytest
 
 from services.gateway.bootstrap import tls_context
 from shared.config import ConfigError, Settings
+
+from ..certs import self_signed
 
 
 @pytest.fixture(scope="module")
 def pem_files(tmp_path_factory):
     """A self-signed certificate, its key, the key encrypted, and another certificate's key."""
     folder = tmp_path_factory.mktemp("tls")
-
-    def make(name: str, *extra: str) -> None:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                        "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", str(folder / f"{name}.key"),
-                        "-out", str(folder / f"{name}.pem"), *extra], check=True, capture_output=True, timeout=60)
-
-    make("good", "-nodes")
-    make("other", "-nodes")
-    make("locked", "-passout", "pass:secret")
+    self_signed(folder, "good")
+    self_signed(folder, "other")
+    self_signed(folder, "locked", "-passout", "pass:secret")
     return folder
 
 
