@@ -20,6 +20,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,9 +215,13 @@ def reachable_by(path: Path, uid: int, gid: int) -> bool:
 class PostgresServer:
     """A throwaway or persistent PostgreSQL cluster; as root its processes run as `nobody`."""
 
-    def __init__(self, data_dir: Path, port: int, runtime_dir: Path, log: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int, runtime_dir: Path, log: Path | None = None,
+                 password: str = "") -> None:
         self.data_dir = data_dir
         self.port = port
+        # Empty: any local process may connect (throwaway servers of the tests); else only with it,
+        # since on one machine a job is a local process too.
+        self.password = password
         # Where a reachable copy of the binaries goes when the installed ones are not reachable.
         self.runtime_dir = runtime_dir
         self.log = log or data_dir.parent / "postgres.log"
@@ -224,7 +229,8 @@ class PostgresServer:
         self.user = pwd.getpwnam(UNPRIVILEGED_USER) if os.geteuid() == 0 else None
 
     def dsn(self, database: str = "scns") -> str:
-        return f"postgresql://scns@127.0.0.1:{self.port}/{database}"
+        login = f"scns:{urllib.parse.quote(self.password, safe='')}@" if self.password else "scns@"
+        return f"postgresql://{login}127.0.0.1:{self.port}/{database}"
 
     def _run_as(self) -> dict:
         if self.user is None:
@@ -278,6 +284,8 @@ class PostgresServer:
             )
             if result.returncode != 0:
                 raise EmbeddedError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+        if self.password:
+            self._require_password(bindir)
         command = [
             str(bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
@@ -290,6 +298,20 @@ class PostgresServer:
         wait_for_port(self.port, self.process, "postgres", self.log)
         self._create_database()
         return self
+
+    def _require_password(self, bindir: Path) -> None:
+        """Give the role its password (in single-user mode, before the server listens: no window
+        where it listens without one) and accept only password logins over TCP."""
+        result = subprocess.run(
+            [str(bindir / "postgres"), "--single", "-D", str(self.data_dir), "-c", "unix_socket_directories=",
+             "postgres"], input="ALTER ROLE scns PASSWORD '{}';\n".format(self.password.replace("'", "''")),
+            capture_output=True, text=True, **self._run_as(),
+        )
+        if result.returncode != 0:  # (its output may echo the statement: not shown)
+            raise EmbeddedError(f"PostgreSQL could not set the password (single-user mode, status {result.returncode})")
+        (self.data_dir / "pg_hba.conf").write_text(
+            "# written by SCNS-Conductor's embedded stack on every start\n"
+            "host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n")
 
     def _create_database(self) -> None:
         import psycopg  # the embedded extra's caller has it; imported late so nats-only use stays light

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ from shared.nats_auth import (
 # Where PostgreSQL keeps its data (and jobs work) when run as root and the project folder is out of reach of
 # the unprivileged user (e.g. a checkout in root's mode-700 home). Documented in the README.
 ROOT_PG_BASE = Path("/var/lib/scns-conductor")
+JOB_USER = "scns-job"
 
 
 @dataclass
@@ -103,14 +105,37 @@ def pg_base(home: Path) -> Path:
     return home / "pg" if base == home else base
 
 
-def admin_token(home: Path) -> str:
-    path = home / "admin-token"
+def job_user() -> str:
+    """Whom a root stack runs jobs as (unless DEFAULT_JOB_USER says): a system user of its own,
+    made once. Not `nobody`, which runs PostgreSQL: a job must not reach its files or signal it."""
+    if configured := os.environ.get("DEFAULT_JOB_USER"):
+        return configured
+    import pwd
+
+    try:
+        pwd.getpwnam(JOB_USER)
+        return JOB_USER
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    result = subprocess.run([useradd or "useradd", "--system", "--user-group", "--no-create-home",
+                             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", JOB_USER],
+                            capture_output=True, text=True) if useradd else None
+    if result is None or (result.returncode != 0 and "already exists" not in result.stderr):
+        raise EmbeddedError(f"could not make the system user {JOB_USER!r} that jobs run as "
+                            f"({result.stderr.strip() if result else 'no useradd'}); set DEFAULT_JOB_USER to an "
+                            f"unprivileged user other than {UNPRIVILEGED_USER!r}")
+    return JOB_USER
+
+
+def secret(path: Path) -> str:
+    """A random secret kept in an owner-only file: made on first start, the same afterwards."""
     if path.exists():
         return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
+    value = secrets.token_urlsafe(32)
     path.touch(mode=0o600)
-    path.write_text(token + "\n")
-    return token
+    path.write_text(value + "\n")
+    return value
 
 
 class Stack:
@@ -120,6 +145,7 @@ class Stack:
         self.postgres: PostgresServer | None = None
         self.services: dict[str, subprocess.Popen] = {}
         self.token = ""
+        self.job_user = ""  # as root: whom jobs run as
 
     @property
     def logs(self) -> Path:
@@ -162,6 +188,7 @@ class Stack:
             "KILL_GRACE_SECONDS": str(config.kill_grace_seconds),
             # Stopping the stack stops its jobs too (a lone executor restart still reattaches).
             "KEEP_JOBS_ON_STOP": "false",
+            **({"DEFAULT_JOB_USER": self.job_user} if self.job_user else {}),
             "PYTHONUNBUFFERED": "1",
             **config.extra_env,
         }
@@ -173,7 +200,9 @@ class Stack:
         if os.geteuid() == 0:
             config.work_dir.chmod(0o1777)  # like /tmp: each job user makes its own folders there
         ensure_port_free(config.api_port, "the API")
-        self.token = admin_token(config.home)
+        self.token = secret(config.home / "admin-token")
+        if os.geteuid() == 0:
+            self.job_user = job_user()
         try:
             nodes = [config.node_name]
             authorization = server_authorization(issue_credentials(config.credentials_dir, nodes), nodes)
@@ -181,8 +210,8 @@ class Stack:
                                    sync_always=os.environ.get("SCNS_NATS_SYNC") == "always",
                                    authorization=authorization).start()
             base = pg_base(config.home)
-            self.postgres = PostgresServer(base / "data", config.pg_port, runtime_dir=base,
-                                           log=self.logs / "postgres.log").start()
+            self.postgres = PostgresServer(base / "data", config.pg_port, runtime_dir=base, log=self.logs / "postgres.log",
+                                           password=secret(config.home / "pg-password")).start()
             for name in config.instances():
                 self.start_service(name)
             self.wait_healthy()
@@ -275,6 +304,8 @@ SCNS-Conductor is up.
   admin token  {stack.token}
                (also in {config.home / 'admin-token'})
   logs         {stack.logs}/
+  NATS users   {config.credentials_dir}/ (each service's credentials; integrations: integration.json)
+  jobs run as  {stack.job_user or "this user (only a root executor runs them as other users)"}
 
 Submit a job:
   curl -s -X POST {config.api_url}/jobs/submit \\

@@ -34,3 +34,18 @@ def test_a_port_in_use_is_a_clear_error():
         port = listener.getsockname()[1]
         with pytest.raises(EmbeddedError, match=f"port {port} on 127.0.0.1 is already in use"):
             ensure_port_free(port, "the API")
+
+
+def test_postgres_with_a_password_refuses_whoever_lacks_it_even_on_a_cluster_made_without_one(scratch):
+    folder = scratch / "pg-password"
+    server = PostgresServer(folder / "data", free_port(), runtime_dir=folder).start()  # made open (trust)
+    server.stop()
+    server = PostgresServer(folder / "data", server.port, runtime_dir=folder, password="it's s3cret").start()
+    try:
+        with psycopg.connect(server.dsn(), connect_timeout=5) as conn:
+            assert conn.execute("select current_user").fetchone() == ("scns",)
+        for guess in ("", ":wrong"):
+            with pytest.raises(psycopg.OperationalError, match="password"):
+                psycopg.connect(f"postgresql://scns{guess}@127.0.0.1:{server.port}/scns", connect_timeout=5)
+    finally:
+        server.stop()
