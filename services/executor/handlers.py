@@ -69,6 +69,7 @@ from shared.events import (
     allocations_for,
     cancel_requests,
     end_of,
+    executor_consumer,
     run_key,
 )
 from shared.paths import resolve_output_path
@@ -77,7 +78,6 @@ from shared.telemetry import TRACEPARENT, context_of, headers_of, tracer
 
 log = logging.getLogger(__name__)
 
-CONSUMER_VERSION = "v2"  # part of the durable name: a new filter gets a new consumer
 # An allocation is acked once its job has started (a few ms). One caught by a stopping
 # executor is delivered again after this; the journal makes that harmless.
 ALLOCATION_ACK_WAIT_S = 10
@@ -291,7 +291,7 @@ class Executor:
     # ---- allocations and cancels ---------------------------------------------------------------
 
     async def consume(self) -> None:
-        durable = f"executor-{CONSUMER_VERSION}-{self.node.name}"
+        durable = executor_consumer(self.node.name)
         config = ConsumerConfig(
             durable_name=durable,
             filter_subjects=[

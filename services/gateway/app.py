@@ -39,6 +39,7 @@ from services.gateway.adapters.nodes import NodeDirectory
 from services.gateway.adapters.tokens import NatsTokenStore, TokenNameTaken
 from services.gateway.core import views, wire
 from services.gateway.core.auth import (
+    ANONYMOUS,
     Forbidden,
     NotAuthenticated,
     Principal,
@@ -104,7 +105,6 @@ DASHBOARD_JOBS = 20
 PUBLIC_PATHS = frozenset({"/", "/health", "/metrics", "/openapi.json", "/asyncapi.json", "/docs", "/redoc"})
 UNLIMITED_PATHS = frozenset({"/health", "/metrics"})  # probes and scrapes are never rate limited
 # When authentication is off (no admin token, loopback only), every caller is this.
-NOBODY_CHECKED = Principal("anonymous", "*", "admin")
 
 
 @dataclass
@@ -605,7 +605,7 @@ async def authenticate(request: Request) -> None:
         gateway.limit(address)
         return
     if gateway.settings.auth_disabled:
-        request.state.principal = NOBODY_CHECKED
+        request.state.principal = ANONYMOUS
         return
     gateway.limit(address, take=False)
     try:

@@ -13,6 +13,7 @@ from shared.events import (
     JobRequeued,
     JobStarted,
     JobSubmitted,
+    executor_consumer,
 )
 
 from ..conftest import eventually
@@ -66,7 +67,7 @@ async def test_runs_a_job_and_reports_exit_code_and_output(event_log, executor, 
 
 
 async def consumed_everything(events):
-    info = await events.js.consumer_info("SCNS", "executor-v2-n1")
+    info = await events.js.consumer_info("SCNS", executor_consumer("n1"))
     return info.num_pending == 0 and info.num_ack_pending == 0
 
 

@@ -43,6 +43,13 @@ async def test_names_are_unique_and_listed_without_secrets(store):
     assert [(r.name, r.account, r.role) for r in await store.list()] == [("carol", "acct-c", "admin")]
 
 
+@pytest.mark.parametrize("name", ["admin", "anonymous"])
+async def test_the_names_the_audit_trail_gives_the_bootstrap_admin_and_auth_disabled_are_reserved(store, name):
+    with pytest.raises(TokenNameTaken, match="reserved"):
+        await store.create(name, "acct-x", "user")
+    assert await store.list() == []
+
+
 async def test_a_record_written_to_nats_by_someone_else_is_not_a_token(store, event_log):
     """A job can reach NATS (until issue 6): a record it writes, unsigned, must not authenticate."""
     forged_secret = "forged-secret"

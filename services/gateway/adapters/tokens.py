@@ -23,7 +23,14 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from services.gateway.core.auth import TOKEN_NAME, NotAuthenticated, Principal, token_hash
+from services.gateway.core.auth import (
+    BOOTSTRAP_ADMIN,
+    RESERVED_NAMES,
+    TOKEN_NAME,
+    NotAuthenticated,
+    Principal,
+    token_hash,
+)
 from services.gateway.errors import DependencyDown
 from shared.events import TOKENS_BUCKET
 
@@ -56,7 +63,7 @@ class TokenNameTaken(Exception):
 class NatsTokenStore:
     def __init__(self, kv: KeyValue, admin_token: str) -> None:
         self.kv = kv
-        self.admin = Principal("admin", "*", "admin") if admin_token else None
+        self.admin = BOOTSTRAP_ADMIN if admin_token else None
         self._admin_token = admin_token.encode()
         self._signing_key = hmac.new(self._admin_token, b"scns token records v1", hashlib.sha256).digest()
         # Tokens verified lately: used only while NATS cannot be asked (nothing can be revoked then).
@@ -100,6 +107,8 @@ class NatsTokenStore:
         """A new token; the secret is returned once and only its hash is kept."""
         if self.admin is None:
             raise DependencyDown("tokens are signed with the admin token: set SCNS_ADMIN_TOKEN")
+        if name in RESERVED_NAMES:
+            raise TokenNameTaken(f"the token name {name!r} is reserved (the bootstrap admin's, or AUTH_DISABLED's)")
         token = secrets.token_urlsafe(32)
         record = TokenRecord(name=name, account=account, role=role, hash=token_hash(token),
                              created_at=datetime.now(timezone.utc))

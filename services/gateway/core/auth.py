@@ -25,6 +25,13 @@ class Principal:
         return self.role == "admin"
 
 
+# The bootstrap admin token (SCNS_ADMIN_TOKEN), and everyone when AUTH_DISABLED: their names are
+# reserved, so the audit trail (JobSubmitted.submitted_by) can tell them from created tokens.
+BOOTSTRAP_ADMIN = Principal("admin", "*", "admin")
+ANONYMOUS = Principal("anonymous", "*", "admin")
+RESERVED_NAMES = frozenset({BOOTSTRAP_ADMIN.name, ANONYMOUS.name})
+
+
 class NotAuthenticated(Exception):
     """401: no token, or one that is unknown or revoked."""
 
