@@ -9,11 +9,10 @@ class LogRequest(msgspec.Struct, kw_only=True):
     """Ask the executor that ran a job for its output files (`scnsctl.logs.<node>`).
 
     The executor reads the files the job's submission names, as the user the job ran as; it
-    answers an error to a request without `job_id`. The paths are still sent, for older executors."""
+    answers an error to a request without `job_id`. No path is sent: an executor from before
+    this rule read the paths a request named, so no request may name one."""
 
     job_id: int | None = None
-    stdout: str = ""
-    stderr: str = ""
 
 
 class LogReply(msgspec.Struct, kw_only=True):

@@ -21,8 +21,7 @@ class NatsLogReader:
         """(stdout, stderr, available); nothing to read before the job has a node."""
         if not job.node:
             return "", "", True
-        request = msgspec.json.encode(LogRequest(job_id=job.job_id, stdout=job.stdout_path,
-                                                    stderr=job.stderr_path))
+        request = msgspec.json.encode(LogRequest(job_id=job.job_id))
         try:
             reply = await self.nc.request(LOGS_SUBJECT.format(node=job.node), request, timeout=LOG_TIMEOUT_S)
             answer = msgspec.json.decode(reply.data, type=LogReply)
