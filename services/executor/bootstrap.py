@@ -32,7 +32,9 @@ def node_config(settings: Settings) -> NodeConfig:
     roots = settings.roots()
     if not roots:
         raise ConfigError("set JOB_WORK_BASE_DIR or JOB_ROOTS: the folders jobs may work in")
-    state_dir = Path(settings.executor_state_dir or Path.home() / ".scns-executor" / name)
+    # Absolute: the supervising shell (root) writes its status files by these paths, and a
+    # relative one would be looked up from wherever that shell is, never the job's folder.
+    state_dir = Path(settings.executor_state_dir or Path.home() / ".scns-executor" / name).resolve()
     return NodeConfig(
         name=name,
         cpus=settings.total_cpus or os.cpu_count() or 1,

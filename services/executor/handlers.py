@@ -475,7 +475,7 @@ class Executor:
                    RUN_ID_VARIABLE: self._run_id(job_id, run)}
             script = opened(self._state_file(self._script_path(job_id), spec.script, 0o555))
             environment = opened(self._state_file(self._environment_path(job_id), environment_script(env), 0o444))
-            command = with_environment(environment, command_for(spec.script, f"/proc/self/fd/{script}"))
+            command = with_environment(workdir, environment, command_for(spec.script, f"/proc/self/fd/{script}"))
             if user.uid != os.geteuid():
                 command = as_user(user.uid, user.gid, self.limits.pids_max, command)
             status = self._status_path(job_id)
@@ -484,8 +484,8 @@ class Executor:
             self._started_path(job_id).unlink(missing_ok=True)
             confinement = self.limits.confine(self._run_id(job_id, run), spec.memory_mb)
             try:
-                return await JobProcess.spawn(command, workdir, SUPERVISOR_ENVIRONMENT, stdout, stderr, status,
-                                              umask, confinement, pass_fds=(script, environment))
+                return await JobProcess.spawn(command, SUPERVISOR_ENVIRONMENT, stdout, stderr, status, umask,
+                                              confinement, pass_fds=(workdir, script, environment))
             except BaseException:
                 await confinement.release()
                 raise

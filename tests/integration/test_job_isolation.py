@@ -130,20 +130,22 @@ env >&2
     assert bobs.state == "COMPLETED" and (jobs_root / "bob" / "out").read_text() == f"{NOBODY}\n"
 
 
-async def test_the_supervising_shell_stays_root_without_the_jobs_variables(event_log, executor, jobs_root):
+async def test_the_supervising_shell_stays_root_without_the_jobs_variables_or_folder(event_log, executor, jobs_root):
     environment = {"LD_LIBRARY_PATH": "/jobs/libs", "PATH": "/nowhere:/usr/bin:/bin"}
     cwd = jobs_root / "bob"
-    job_id, _ = await submit_and_allocate(
-        event_log, spec(str(cwd), 'echo "$LD_LIBRARY_PATH $PATH"\nsleep 3061\n', account="bob", environment=environment))
+    script = 'echo "$LD_LIBRARY_PATH $PATH"\npwd\necho "$PWD"\nsleep 3061\n'
+    job_id, _ = await submit_and_allocate(event_log, spec(str(cwd), script, account="bob", environment=environment))
     (started,) = await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
     await eventually(lambda: with_argument("3061"), what="the job's sleep")
     supervisor = psutil.Process(started.pid)
     assert supervisor.uids().real == 0 and supervisor.environ()["PATH"] == CLEAN_PATH
+    # Root works in "/": a relative path of its never meets a symlink the job made in its folder.
+    assert supervisor.cwd() == "/" and {process.cwd() for process in with_argument("3061")} == {str(cwd)}
     assert "LD_LIBRARY_PATH" not in supervisor.environ()
     assert {process.uids().real for process in with_argument("3061")} == {NOBODY}
     await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
     await eventually(lambda: finished(event_log, job_id), what="the end")
-    assert (cwd / f"out-{job_id}").read_text() == "/jobs/libs /nowhere:/usr/bin:/bin\n"  # the job has them
+    assert (cwd / f"out-{job_id}").read_text() == f"/jobs/libs /nowhere:/usr/bin:/bin\n{cwd}\n{cwd}\n"  # the job has them
 
 
 # ---- paths: symlinks, escapes, another account's files ------------------------------------------

@@ -83,6 +83,12 @@ def test_jobs_never_run_as_root_and_bad_user_settings_stop_the_executor(environ)
         node_config(load_settings({"JOB_WORK_BASE_DIR": "/tmp", **environ}))
 
 
+def test_a_relative_state_folder_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = node_config(load_settings({"JOB_WORK_BASE_DIR": "/tmp", "EXECUTOR_STATE_DIR": "state"}))
+    assert config.state_dir == tmp_path.resolve() / "state"
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: only a root executor looks the users up")
 def test_a_user_with_uid_0_under_another_name_is_refused(monkeypatch):
     real = pwd.getpwnam

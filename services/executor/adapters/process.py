@@ -37,11 +37,14 @@ def as_user(uid: int, gid: int, processes_max: int, command: list[str]) -> list[
             "--init-groups", "--", *command]
 
 
-def with_environment(environment_file: int, command: list[str]) -> list[str]:
-    """`command` with the job's environment, read from an open file of `export` lines by a shell
-    that already runs as the job's user: the supervising shell (root) never has the job's
-    variables, so no LD_PRELOAD or PATH of the job's reaches a process of the executor's user."""
-    return ["/bin/sh", "-c", f'. /proc/self/fd/{environment_file} && exec "$@"', "job-environment", *command]
+def with_environment(workdir: int, environment_file: int, command: list[str]) -> list[str]:
+    """`command` in the job's open working directory, with the job's environment (read from an
+    open file of `export` lines), by a shell that already runs as the job's user: the supervising
+    shell (root) never has the job's variables, so no LD_PRELOAD or PATH of the job's reaches a
+    process of the executor's user, and never works in the job's folder, where a relative path
+    of its would meet the job's symlinks."""
+    return ["/bin/sh", "-c", f'cd -P /proc/self/fd/{workdir} && . /proc/self/fd/{environment_file} && exec "$@"',
+            "job-environment", *command]
 
 
 def _tool(name: str) -> str:
@@ -85,14 +88,14 @@ class JobProcess:
         confinement.track(pid)
 
     @classmethod
-    async def spawn(cls, command: list[str], workdir: int, env: dict[str, str], stdout: int, stderr: int,
-                    status_file: Path, umask: int, confinement: Confinement, pass_fds: tuple[int, ...] = ()) -> JobProcess:
-        """Start the job's supervising shell with the open working directory and output files
-        (descriptors: no path is looked up again, so no symlink swapped in meanwhile is followed)."""
+    async def spawn(cls, command: list[str], env: dict[str, str], stdout: int, stderr: int, status_file: Path,
+                    umask: int, confinement: Confinement, pass_fds: tuple[int, ...] = ()) -> JobProcess:
+        """Start the job's supervising shell in "/" with the open output files and the descriptors
+        the command reads (no path is looked up again, so no symlink swapped in meanwhile is followed)."""
         process = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", SUPERVISOR, str(status_file), *confinement.join_files, "--", *command,
-            cwd=f"/proc/self/fd/{workdir}", env=env, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-            start_new_session=True, umask=umask, pass_fds=(workdir, *pass_fds),
+            cwd="/", env=env, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            start_new_session=True, umask=umask, pass_fds=pass_fds,
         )
         try:
             create_time = psutil.Process(process.pid).create_time()
