@@ -125,3 +125,27 @@ def test_root_makes_the_folders_and_files_for_the_jobs_user_and_respects_its_per
     with pytest.raises(UnsafePath, match="may not write"):
         open_output(f"{root}/roots-own/out.txt", [root], nobody, UMASK)
     assert os.listdir(f"{root}/roots-own") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: makes folders for another user")
+@pytest.mark.parametrize("put_in_place", ["a-folder-with-files", "another-users-folder"])
+def test_a_folder_renamed_into_place_of_one_just_made_is_not_given_to_the_job(root, monkeypatch, put_in_place):
+    os.chmod(root, 0o1777)
+    nobody, daemon = Owner(65534, 65534), 1
+    other = f"{root}/other"
+    os.mkdir(other, 0o700)
+    if put_in_place == "a-folder-with-files":
+        open(f"{other}/secret", "w").close()  # root's, with contents
+    else:
+        os.chown(other, daemon, daemon)  # another user's (empty)
+    real_mkdir = os.mkdir
+
+    def mkdir_then_swapped(path, mode=0o777, *, dir_fd=None):
+        real_mkdir(path, mode, dir_fd=dir_fd)
+        if path == "job":  # the job wins the race: its folder replaces the one just made
+            os.rename(other, f"{root}/job")
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_swapped)
+    with pytest.raises(UnsafePath, match="replaced"):
+        make_workdir(f"{root}/job", [root], nobody, UMASK)
+    assert os.stat(f"{root}/job").st_uid == (0 if put_in_place == "a-folder-with-files" else daemon)

@@ -139,8 +139,21 @@ def _enter(folder: int, name: str, shown: str, owner: Owner, umask: int | None) 
         child = os.open(name, _DIRECTORY, dir_fd=folder)
     except OSError as error:  # replaced by a symlink since it was made
         raise _unsafe(error, shown) from error
-    _give(child, owner)
+    try:
+        _check_just_made(child, shown)
+        _give(child, owner)
+    except BaseException:
+        os.close(child)
+        raise
     return child
+
+
+def _check_just_made(folder: int, shown: str) -> None:
+    """The folder opened is the one just made (ours, empty): the job may have renamed another
+    folder into its place between the mkdir and the open, which must not be given to it."""
+    status = os.fstat(folder)
+    if status.st_uid != os.geteuid() or os.listdir(folder):
+        raise UnsafePath(f"{shown}: a folder made for the job was replaced before it was opened: refused")
 
 
 def _unsafe(error: OSError, shown: str) -> OSError:
