@@ -221,6 +221,15 @@ async def test_a_trickling_client_is_cut_off_while_others_are_served(limited, st
         assert 1.5 < lived < 15, lived  # cut off after API_REQUEST_TIMEOUT_SECONDS, well before 200 x 0.1 s
 
 
+async def test_a_connection_kept_open_with_blank_lines_is_closed(limited):
+    # Bare CRLFs between requests start no request, and any byte stops uvicorn's keep-alive timer.
+    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer, lived = await raw_exchange(limited.port, [health] + [b"\r\n"] * 100, pause=0.2, tls=tls_to(limited),
+                                       timeout=60)
+    assert status_of(answer) == 200 and answer.count(b"HTTP/1.1 ") == 1  # closed without a 408
+    assert lived < 15, lived  # API_REQUEST_TIMEOUT_SECONDS after the answer, well before 100 x 0.2 s
+
+
 async def test_connections_beyond_the_limit_get_503(limited, stack):
     async with limited.client(stack.token, limits=httpx.Limits(max_connections=20)) as admin:
         assert (await admin.get("/health")).status_code == 200

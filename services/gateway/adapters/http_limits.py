@@ -4,9 +4,14 @@ the time a request may take to arrive.
 uvicorn bounds neither with httptools (llhttp takes headers of any size, and nothing times a
 request that trickles in; only h11 has a size limit, answered with a bare 400, and h11 is the
 slower parser). So a head over MAX_HEAD_BYTES gets 431 and a request not received in full
-within `request_timeout_s` of its first byte (of the connection, for the first request) gets
-408, both with the API's JSON error body, and the connection is closed. Those answers are
-written here, below the application, so they carry no X-Request-ID.
+within `request_timeout_s` of its first byte gets 408, both with the API's JSON error body, and
+the connection is closed. Those answers are written here, below the application, so they carry
+no X-Request-ID.
+
+The time runs whenever the connection waits for its client: from the connection's opening, and
+from each answer on, until a request has arrived in full. An idle connection is closed when it
+runs out (without a word, as keep-alive closes one): uvicorn's keep-alive timer alone does not
+bound idleness, since any byte stops it, and bare CRLFs between requests start no request.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.request_timeout_s = request_timeout_s
         self.head_bytes = 0  # received since the current request began, until its head is complete
         self.head_complete = False
+        self.request_begun = True  # a connection is opened to send one: a silent one gets 408 too
         self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.arm_deadline()  # a connection that never sends a byte is a request that never arrives
+        self.update_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm_deadline()
@@ -51,7 +57,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.arm_deadline()
+        self.request_begun = True
+        self.update_deadline()
 
     def on_headers_complete(self) -> None:
         self.head_complete = True
@@ -62,16 +69,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self.disarm_deadline()
-        self.head_complete, self.head_bytes = False, 0  # the next request's head begins
+        self.request_begun, self.head_complete, self.head_bytes = False, False, 0  # the next request's head begins
         super().on_message_complete()
+        self.update_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self.update_deadline()
 
     def send_400_response(self, msg: str) -> None:
         if not self.transport.is_closing():  # else already refused, with a status of ours
             super().send_400_response(msg)
 
-    def arm_deadline(self) -> None:
-        if self.deadline is None:
+    def waiting_for_client(self) -> bool:
+        """For a request it has begun (or the connection's first), or, every request answered,
+        for the next one."""
+        idle = self.cycle is None or self.cycle.response_complete
+        return not self.transport.is_closing() and (self.request_begun or idle)
+
+    def update_deadline(self) -> None:
+        """Runs while we wait for the client; started once, not again on each byte (a trickle
+        would never run out)."""
+        if not self.waiting_for_client():
+            self.disarm_deadline()
+        elif self.deadline is None:
             self.deadline = self.loop.call_later(self.request_timeout_s, self.request_too_slow)
 
     def disarm_deadline(self) -> None:
@@ -83,9 +104,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.deadline = None
         if self.transport.is_closing():
             return
-        if not self.head_complete or self.cycle is None or not self.cycle.response_started:
+        answered = self.head_complete and self.cycle.response_started  # (or is being answered) already
+        if self.request_begun and not answered:
             self.refuse(408, f"the request did not arrive in full within {self.request_timeout_s:g} s")
-        else:  # the application has answered (or is answering) it already: only the connection can go
+        else:  # idle, or a request the application answered before it arrived: only the connection can go
             self.transport.close()
 
     def refuse(self, status: int, detail: str) -> None:
