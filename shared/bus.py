@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ import nats
 from nats.aio.client import Client, ServerVersion
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from shared.config import ConfigError, Settings
@@ -92,8 +93,9 @@ class JetStreamEventLog:
     @classmethod
     async def connect(cls, url: str, name: str, *, credentials: Credentials | None = None,
                       tls: ssl.SSLContext | None = None, replicas: int = 1, max_age_days: float = 0,
-                      retry_for: float = 60.0) -> JetStreamEventLog:
-        """Connect (retrying while the server comes up), then make sure the stream exists."""
+                      keeper: bool = True, retry_for: float = 60.0) -> JetStreamEventLog:
+        """Connect (retrying while the server comes up), then make sure the stream is there and
+        right; a `keeper` makes it when missing and applies a changed retention."""
         deadline = asyncio.get_running_loop().time() + retry_for
         login = ({"user": credentials.user, "password": credentials.password,
                   "inbox_prefix": credentials.inbox_prefix} if credentials else {})
@@ -109,11 +111,16 @@ class JetStreamEventLog:
                 # One try per server here (nats-py would retry a first connect forever, even with
                 # wrong credentials); once connected, it reconnects through any outage.
                 servers = url.split(",")
-                # Bounded too: nats-py may hang in a first connect whose TLS handshake failed.
-                nc = await asyncio.wait_for(nats.connect(
-                    servers, name=name, connect_timeout=CONNECT_TIMEOUT_S, max_reconnect_attempts=1,
-                    reconnect_time_wait=0.5, tls=tls, error_cb=on_error, **login,
-                ), timeout=2 * len(servers) * (CONNECT_TIMEOUT_S + 0.5) + 1)
+                nc = Client()
+                try:
+                    # Bounded too: nats-py may hang in a first connect whose TLS handshake failed.
+                    await asyncio.wait_for(nc.connect(
+                        servers, name=name, connect_timeout=CONNECT_TIMEOUT_S, max_reconnect_attempts=1,
+                        reconnect_time_wait=0.5, tls=tls, error_cb=on_error, **login,
+                    ), timeout=2 * len(servers) * (CONNECT_TIMEOUT_S + 0.5) + 1)
+                except BaseException:
+                    await nc.close()  # what a cut-short attempt left open
+                    raise
                 nc.options["max_reconnect_attempts"] = -1
                 break
             except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as error:
@@ -125,23 +132,24 @@ class JetStreamEventLog:
         events = cls(nc)
         try:
             require_server_version(nc.connected_server_version)
-            await events.ensure_stream(replicas, max_age_days)
+            await events.ensure_stream(replicas, max_age_days, keeper, wait_for=retry_for)
         except BaseException:
             await nc.close()
             raise
         return events
 
     @classmethod
-    async def for_service(cls, settings: Settings, name: str, retry_for: float = 60.0) -> JetStreamEventLog:
+    async def for_service(cls, settings: Settings, name: str, retry_for: float = 60.0,
+                          keeper: bool = False) -> JetStreamEventLog:
         """Connect as a service does: NATS, its credentials and TLS, the stream's replication and
-        retention, all from settings."""
+        retention, all from settings. Only the scheduler keeps the stream (its NATS grants say so)."""
         try:
             credentials = read_credentials(Path(settings.nats_credentials)) if settings.nats_credentials else None
         except CredentialsError as error:
             raise ConfigError(str(error)) from None
         return await cls.connect(settings.nats_url, name, credentials=credentials, tls=nats_tls(settings),
                                  replicas=settings.stream_replicas, max_age_days=settings.stream_max_age_days,
-                                 retry_for=retry_for)
+                                 keeper=keeper, retry_for=retry_for)
 
     async def check_not_behind(self, read_model_position: int) -> None:
         """Refuse a log that is behind the read model: it was recreated, and job ids would be reused."""
@@ -153,26 +161,35 @@ class JetStreamEventLog:
                 f"Restore the stream, or recreate it with first_seq > {read_model_position}"
             )
 
-    async def ensure_stream(self, replicas: int = 1, max_age_days: float = 0) -> None:
-        """Create the stream if missing; a changed retention is applied to an existing one."""
-        config = StreamConfig(
-            num_replicas=replicas,
-            name=STREAM,
-            subjects=STREAM_SUBJECTS,
-            storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_age=max_age_days * 86400 or None,  # None: every event is kept forever
-        )
-        try:
-            info = await self.js.stream_info(STREAM)
-        except NotFoundError:
+    async def ensure_stream(self, replicas: int = 1, max_age_days: float = 0, keeper: bool = True,
+                            wait_for: float = 60.0) -> None:
+        """Make sure the stream is there and configured as the log must be. A keeper makes it when
+        missing and applies a changed retention; anyone else waits for it, and only warns."""
+        config = stream_config(replicas, max_age_days)
+        deadline = asyncio.get_running_loop().time() + wait_for
+        while True:
             try:
-                await self.js.add_stream(config)
-                return
-            except nats.js.errors.BadRequestError:
-                info = await self.js.stream_info(STREAM)  # created concurrently by another service
+                info = await self.js.stream_info(STREAM)
+                break
+            except NotFoundError:
+                if keeper:
+                    try:
+                        await self.js.add_stream(config)
+                        return
+                    except nats.js.errors.BadRequestError:
+                        continue  # made meanwhile by another
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ConnectionError(f"there is no stream {STREAM} (the event log) after {wait_for:.0f} s: "
+                                          f"the scheduler makes it") from None
+                await asyncio.sleep(0.25)
+        if problems := stream_mismatch(info.config, config):
+            raise ConnectionError(f"the stream {STREAM} is not as the event log must be ({'; '.join(problems)}): "
+                                  f"fix or recreate it with the admin's credentials")
         if (info.config.max_age or 0) != (config.max_age or 0):
-            await self.js.update_stream(config)
+            if keeper:
+                await self.js.update_stream(config)
+            else:
+                log.warning("the stream's retention differs from STREAM_MAX_AGE_DAYS; the scheduler applies it")
 
     async def close(self) -> None:
         # Not drain(): it waits on the pull subscriptions' outstanding requests for up to 30 s.
@@ -183,10 +200,24 @@ class JetStreamEventLog:
     async def publish(self, event: Event, msg_id: str | None = None, timeout: float | None = None,
                       headers: dict[str, str] | None = None) -> tuple[int, bool]:
         """Append an event; returns (stream sequence, whether it was a duplicate of an earlier one)."""
-        headers = {**({"Nats-Msg-Id": msg_id} if msg_id else {}), **(headers or {})}
-        ack = await self.js.publish(subject_of(event), encode(event), stream=STREAM, headers=headers or None,
-                                    timeout=timeout)
-        return ack.seq, bool(ack.duplicate)
+        subject = subject_of(event)
+        candidates = msg_ids(msg_id, subject)
+        while True:
+            candidate = next(candidates)
+            ack = await self.js.publish(subject, encode(event), stream=STREAM, timeout=timeout,
+                                        headers={**({"Nats-Msg-Id": candidate} if candidate else {}), **(headers or {})}
+                                        or None)
+            if not ack.duplicate or await self._stored_on(ack.seq, subject):
+                return ack.seq, bool(ack.duplicate)
+
+    async def _stored_on(self, seq: int, subject: str) -> bool:
+        """Whether the message a duplicate ack names is on our subject. JetStream deduplicates by msg
+        id across the whole stream, and ids are predictable: one published first on another subject
+        (by a publisher allowed only that one) would otherwise silently swallow ours."""
+        try:
+            return (await self.js.get_msg(STREAM, seq=seq)).subject == subject
+        except NotFoundError:
+            return False
 
     async def publish_if_last(self, event: Event, msg_id: str, subject: str, last_seq: int,
                               headers: dict[str, str] | None = None) -> int | None:
@@ -210,6 +241,8 @@ class JetStreamEventLog:
         and past the dedup window a retry first looks whether an earlier attempt landed."""
         subject, data = subject_of(event), encode(event)
         delay, retrying = RETRY_MIN_S, False
+        candidates = msg_ids(msg_id, subject)
+        msg_id = next(candidates)
         while True:
             try:
                 if retrying and (landed := await self.js.get_msg(STREAM, subject=subject)).data == data:
@@ -223,6 +256,9 @@ class JetStreamEventLog:
             try:
                 ack = await self.js.publish(subject, data, stream=STREAM,
                                             headers={"Nats-Msg-Id": msg_id, **(headers or {})})
+                if ack.duplicate and not await self._stored_on(ack.seq, subject):
+                    msg_id = next(candidates)
+                    continue
                 return ack.seq
             except NATS_UNAVAILABLE as error:
                 self.give_up_if_stopping()
@@ -321,6 +357,56 @@ class JetStreamEventLog:
             finally:
                 if sub is not None:
                     await _quietly(sub.unsubscribe())
+
+
+def is_request(msg: Msg) -> bool:
+    """Whether a message is a request to answer: its reply subject is a requester's inbox. Anything
+    else (a JetStream delivery aimed at a service's request subject, a reply subject aimed at the
+    log) is not answered: no work is done for it, and the answer could not be sent anyway."""
+    return bool(msg.reply) and msg.reply.startswith("_INBOX")
+
+
+def msg_ids(msg_id: str | None, subject: str) -> Iterator[str | None]:
+    """The msg ids to publish under, in turn, while a message on another subject holds the last
+    one: the id, then one derived from the subject (so a retry is still deduplicated), then
+    fresh ones (the compare-and-set headers still keep a decision from being taken twice).
+    Without an id nothing is deduplicated, so there is no other."""
+    yield msg_id
+    if msg_id is None:
+        return
+    log.warning("msg id %r is held by a message on another subject: publishing under another", msg_id)
+    yield f"{msg_id}@{subject}"
+    while True:
+        yield f"{msg_id}@{subject}:{secrets.token_hex(8)}"
+
+
+def stream_config(replicas: int, max_age_days: float) -> StreamConfig:
+    return StreamConfig(
+        num_replicas=replicas,
+        name=STREAM,
+        subjects=STREAM_SUBJECTS,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_age=max_age_days * 86400 or None,  # None: every event is kept forever
+    )
+
+
+def stream_mismatch(found: StreamConfig, wanted: StreamConfig) -> list[str]:
+    """How an existing stream differs from the log's configuration in ways that would lose or
+    change events (the retention is compared apart: it may be changed)."""
+    problems = []
+    if sorted(found.subjects or []) != sorted(wanted.subjects or []):
+        problems.append(f"subjects {found.subjects}, not {wanted.subjects}")
+    if (found.retention or RetentionPolicy.LIMITS) != RetentionPolicy.LIMITS:
+        problems.append(f"retention {found.retention}, not limits")
+    for field in ("max_msgs", "max_bytes", "max_msgs_per_subject"):
+        if (getattr(found, field) or -1) > 0:
+            problems.append(f"{field} {getattr(found, field)}, not unlimited")
+    if found.allow_rollup_hdrs:
+        problems.append("rollups allowed (a publisher could erase a subject's history)")
+    if found.mirror or found.sources or found.sealed:
+        problems.append("a mirror, sourced or sealed stream")
+    return problems
 
 
 def nats_tls(settings: Settings) -> ssl.SSLContext | None:

@@ -10,6 +10,7 @@ no id of its own; every later event of the job names it in the field `job_id` an
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import msgspec
@@ -23,6 +24,9 @@ LOGS_SUBJECT = "scnsctl.logs.{node}"
 # The stores beside the log: API tokens (the gateway's) and state snapshots (the schedulers').
 TOKENS_BUCKET = "SCNS_TOKENS"
 SNAPSHOTS_BUCKET = "SCNS_SNAPSHOTS"
+
+
+NODE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a node's name is a token of its subjects
 
 
 def executor_consumer(node: str) -> str:

@@ -24,6 +24,7 @@ import msgspec
 
 from shared.events import (
     ACTIVE_SCHEDULER_SUBJECT,
+    NODE_NAME,
     HEARTBEAT_SUBJECT,
     LOGS_SUBJECT,
     SNAPSHOTS_BUCKET,
@@ -66,6 +67,8 @@ def inbox_prefix(user: str) -> str:
 
 
 def executor_user(node: str) -> str:
+    if not NODE_NAME.match(node):  # a dot or a wildcard would widen the node's grants
+        raise ValueError(f"node name {node!r} must be 1-64 letters, digits, '_' or '-'")
     return f"{EXECUTOR_PREFIX}{node}"
 
 
@@ -78,22 +81,31 @@ def _of_node(event: type, node: str) -> str:
     return SUBJECTS[event].format(job_id="*", node=node)
 
 
-def _reading(stream: str, consumers: str = "*") -> list[str]:
-    """Read a stream: its info, single messages, and consumers of one's own making."""
+def _reading(stream: str, durables: str | None = None) -> list[str]:
+    """Read a stream: its info, single messages, and consumers of one's own, named in the subject
+    of their creation (the bare CONSUMER.CREATE.<stream> takes the name from the request, which
+    would let anyone redefine a reserved consumer); `durables`: legacy durable creation too."""
     api = "$JS.API"
     return [f"{api}.STREAM.INFO.{stream}", f"{api}.STREAM.MSG.GET.{stream}", f"{api}.DIRECT.GET.{stream}",
-            f"{api}.DIRECT.GET.{stream}.>", f"{api}.CONSUMER.CREATE.{stream}", f"{api}.CONSUMER.CREATE.{stream}.>",
-            f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{consumers}",
-            f"{api}.CONSUMER.INFO.{stream}.{consumers}", f"{api}.CONSUMER.DELETE.{stream}.{consumers}",
-            f"{api}.CONSUMER.MSG.NEXT.{stream}.{consumers}", f"$JS.ACK.{stream}.{consumers}.>",
-            f"$JS.FC.{stream}.>"]
+            f"{api}.DIRECT.GET.{stream}.>", f"{api}.CONSUMER.CREATE.{stream}.>",
+            *([f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{durables}"] if durables else []),
+            f"{api}.CONSUMER.INFO.{stream}.*", f"{api}.CONSUMER.DELETE.{stream}.*",
+            f"{api}.CONSUMER.MSG.NEXT.{stream}.*", f"$JS.ACK.{stream}.*.>", f"$JS.FC.{stream}.>"]
 
 
 def _bucket(kind: str, bucket: str) -> list[str]:
-    """Use a key-value ("KV") or object ("OBJ") store: create it if missing, read and write it."""
+    """Own a key-value ("KV") or object ("OBJ") store: make it if missing, read and write it. (nats-py's
+    readers of a store make unnamed consumers and look its stream up by subject.)"""
     stream = f"{kind}_{bucket}"
     subjects = f"$KV.{bucket}.>" if kind == "KV" else f"$O.{bucket}.>"
-    return [*_reading(stream), f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.PURGE.{stream}", subjects]
+    return [*_reading(stream), f"$JS.API.CONSUMER.CREATE.{stream}", "$JS.API.STREAM.NAMES",
+            f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.PURGE.{stream}", subjects]
+
+
+def _answering(*requesters: str) -> list[str]:
+    """Answer requests, only to the inboxes of those meant to ask: a reply subject is the
+    requester's choice, and a blanket right to answer would let it aim the answer into the log."""
+    return [f"{inbox_prefix(requester)}.>" for requester in requesters]
 
 
 def _reserved_consumers(nodes: list[str], own: str | None = None) -> list[str]:
@@ -113,10 +125,9 @@ def permissions(user: str, nodes: list[str]) -> dict | None:
     """The nats-server permissions of a user (None: all, for the admin), given the cluster's nodes."""
     if user == ADMIN:
         return None
-    log = [*_reading(STREAM), "$JS.API.INFO", f"$JS.API.STREAM.CREATE.{STREAM}"]
     publish: list[str]
     subscribe: list[str] = []
-    responds = False
+    durables = None
     own_consumer = None
     if user == GATEWAY:
         publish = [SUBJECTS[JobSubmitted], _any(SUBJECTS[JobCancelRequested]), _any(SUBJECTS[NodeDrained]),
@@ -124,35 +135,34 @@ def permissions(user: str, nodes: list[str]) -> dict | None:
                    f"$JS.API.CONSUMER.LIST.{STREAM}", *_bucket("KV", TOKENS_BUCKET)]
         subscribe = [_any(HEARTBEAT_SUBJECT)]
     elif user == SCHEDULER:
+        # The log's keeper: it makes the stream when there is none, and applies a new retention.
         publish = [*(_any(SUBJECTS[event]) for event in (JobAllocated, JobLost, JobRequeued, JobCancelled, NodeDown,
                                                           SchedulerElected)),
-                   ACTIVE_SCHEDULER_SUBJECT, *_bucket("OBJ", SNAPSHOTS_BUCKET)]
+                   ACTIVE_SCHEDULER_SUBJECT, *_answering(SCHEDULER), *_bucket("OBJ", SNAPSHOTS_BUCKET),
+                   f"$JS.API.STREAM.CREATE.{STREAM}", f"$JS.API.STREAM.UPDATE.{STREAM}"]
         subscribe = [ACTIVE_SCHEDULER_SUBJECT, _any(HEARTBEAT_SUBJECT)]
-        responds = True
     elif user == PROJECTOR:
-        publish = []
+        publish = _answering(GATEWAY, ADMIN)
         subscribe = [REBUILD_SUBJECT]
-        responds = True
     elif user.startswith(EXECUTOR_PREFIX):
         node = user.removeprefix(EXECUTOR_PREFIX)
-        own_consumer = executor_consumer(node)
+        durables = own_consumer = executor_consumer(node)
         publish = [*(_of_node(event, node) for event in (JobStarted, JobFinished, JobRequeued)),
-                   SUBJECTS[NodeRegistered].format(node=node), HEARTBEAT_SUBJECT.format(node=node)]
+                   SUBJECTS[NodeRegistered].format(node=node), HEARTBEAT_SUBJECT.format(node=node),
+                   *_answering(GATEWAY, ADMIN)]
         subscribe = [LOGS_SUBJECT.format(node=node)]
-        responds = True
     elif user == INTEGRATION:
-        # Read-only: it reads the log (with consumers of its own) and watches the live events.
+        # Read-only: it reads the log (with durable consumers of its own) and watches the live events.
+        durables = "*"
         publish = []
         subscribe = ["scns.>"]
     else:
         raise ValueError(f"no such NATS user: {user!r}")
-    rules: dict = {
-        "publish": {"allow": [*log, *publish], "deny": _reserved_consumers(nodes, own_consumer)},
+    return {
+        "publish": {"allow": [*_reading(STREAM, durables), "$JS.API.INFO", *publish],
+                    "deny": _reserved_consumers(nodes, own_consumer)},
         "subscribe": {"allow": [f"{inbox_prefix(user)}.>", *subscribe]},
     }
-    if responds:  # it answers requests: it may publish to the reply subject of one it received
-        rules["allow_responses"] = True
-    return rules
 
 
 def users_for(nodes: list[str]) -> list[str]:

@@ -171,15 +171,18 @@ class Stack:
             "gateway": GATEWAY, "scheduler": SCHEDULER, "projector": PROJECTOR}[service]
 
     def environment(self, instance: str) -> dict[str, str]:
+        """A service instance's settings: its own secrets only (the database's for those that use
+        it, the admin token for the gateway), so a compromised executor holds neither."""
         config = self.config
+        service = instance.split("-")[0]
         return {
             **{k: v for k, v in os.environ.items() if not k.startswith(("SCNS_", "NATS_", "DATABASE_"))},
             "NATS_URL": self.nats.url,
             "NATS_CREDENTIALS": str(credentials_path(config.credentials_dir, self.nats_user(instance))),
-            "DATABASE_URL": self.postgres.dsn(),
+            **({"DATABASE_URL": self.postgres.dsn()} if service in ("gateway", "projector") else {}),
+            **({"SCNS_ADMIN_TOKEN": self.token} if service == "gateway" else {}),
             "API_HOST": "127.0.0.1",
             "API_PORT": str(config.api_port),
-            "SCNS_ADMIN_TOKEN": self.token,
             "NODE_NAME": config.node_name,
             "TOTAL_CPUS": str(config.total_cpus),
             "TOTAL_MEMORY_MB": str(config.total_memory_mb),

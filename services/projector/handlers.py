@@ -17,7 +17,7 @@ import psycopg
 from opentelemetry.trace import SpanKind
 
 from services.projector.adapters.postgres import PostgresReadModel
-from shared.bus import JetStreamEventLog, decode_message
+from shared.bus import JetStreamEventLog, decode_message, is_request
 from shared.events import STREAM, AnyEvent
 from shared.rpc import REBUILD_SUBJECT, RebuildReport
 from shared.telemetry import TRACEPARENT, context_of, tracer
@@ -49,6 +49,9 @@ class Projector:
                 raise RuntimeError(f"the read model cannot be rebuilt: {report.error}")
 
         async def on_request(msg) -> None:
+            if not is_request(msg):
+                log.warning("ignoring a rebuild request with reply subject %r (not an inbox)", msg.reply)
+                return
             try:
                 report = await self.rebuild()
                 await msg.respond(msgspec.json.encode(report))

@@ -13,7 +13,7 @@ from shared.service import until_stopped
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    events = await JetStreamEventLog.for_service(settings, "scns-scheduler")
+    events = await JetStreamEventLog.for_service(settings, "scns-scheduler", keeper=True)
     scheduler = Scheduler(
         events, POLICIES["fifo-first-fit"], settings.node_timeout_seconds,
         lease_s=settings.scheduler_lease_seconds,

@@ -28,7 +28,14 @@ from services.scheduler.core.policy import Decision, Policy
 from services.scheduler.core.state import SchedulerState, assume, evolve
 from services.scheduler.snapshots import SnapshotStore
 from shared.telemetry import TRACEPARENT, context_of, headers_of, tracer
-from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog, decode_message, expect_last, is_wrong_last_sequence
+from shared.bus import (
+    NATS_UNAVAILABLE,
+    JetStreamEventLog,
+    decode_message,
+    expect_last,
+    is_request,
+    is_wrong_last_sequence,
+)
 from shared.events import (
     ACTIVE_SCHEDULER_SUBJECT,
     HEARTBEAT_SUBJECT,
@@ -233,7 +240,8 @@ class Scheduler:
 
     async def answer_probes(self, answer: bool) -> None:
         async def on_probe(msg) -> None:
-            await msg.respond(self.identity.encode())
+            if is_request(msg):
+                await msg.respond(self.identity.encode())
 
         if answer and self.answering is None:
             self.answering = await self.events.nc.subscribe(ACTIVE_SCHEDULER_SUBJECT, cb=on_probe)
