@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from services.gateway.adapters.http_limits import MAX_HEAD_BYTES
@@ -163,6 +164,19 @@ async def test_a_head_over_the_limit_is_431_whole_or_trickled_and_one_under_it_p
     answer, _ = await raw_exchange(stack.config.api_port, [endless])
     assert status_of(answer) == 431 and b'{"detail":' in answer
     assert (await api.get("/")).status_code == 200
+
+
+async def test_a_submit_pipelined_before_an_oversized_request_gets_its_own_answer(api, stack):
+    body = msgspec.json.encode(job(stack, "true\n", name=f"pipelined-{uuid.uuid4().hex[:6]}"))
+    submit_request = (b"POST /jobs/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + stack.token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+                      + body)
+    oversize = b"GET / HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"p" * MAX_HEAD_BYTES + b"\r\n\r\n"
+    answer, _ = await raw_exchange(stack.config.api_port, [submit_request + oversize])
+    first, _, second = answer.partition(b"HTTP/1.1 431 ")
+    assert status_of(first) == 201 and second, answer  # the submit's answer first, then the refusal
+    job_id = msgspec.json.decode(first.split(b"\r\n\r\n", 1)[1])["job_id"]
+    assert (await api.get(f"/jobs/query/{job_id}")).status_code == 200
 
 
 # ---- rate limits ---------------------------------------------------------------------------

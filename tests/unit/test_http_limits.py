@@ -145,3 +145,38 @@ async def test_a_next_request_that_does_not_arrive_in_time_gets_408(connection):
     connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and the rest never comes
     connection.clock.advance(REQUEST_TIMEOUT_S)
     assert connection.statuses() == [200, 408] and connection.transport.closed
+
+
+# ---- pipelined requests: each answer goes to its own request -----------------------------------
+
+@pytest.mark.parametrize("chunks", [[SLOW + OVERSIZE], [SLOW, OVERSIZE[:-4]]], ids=["whole head", "head without end"])
+async def test_a_pipelined_request_refused_for_its_head_is_answered_after_the_earlier_one(connection, chunks):
+    for chunk in chunks:
+        connection.send(chunk)
+    await eventually(connection.slow_started.is_set, timeout=10, what="/slow to be handled")
+    assert connection.transport.written == b""  # a 431 now would be read as /slow's answer
+    connection.release_slow.set()
+    assert await connection.answered(2) == [200, 431]
+    assert connection.transport.written.startswith(b"HTTP/1.1 200 OK") and connection.transport.closed
+
+
+async def test_a_pipelined_request_that_does_not_arrive_in_time_is_answered_after_the_earlier_one(connection):
+    connection.send(SLOW + b"GET / HTTP/1.1\r\nHost: x\r\n")  # the second never ends
+    await eventually(connection.slow_started.is_set, timeout=10, what="/slow to be handled")
+    connection.clock.advance(REQUEST_TIMEOUT_S)
+    assert connection.transport.written == b""
+    connection.release_slow.set()
+    assert await connection.answered(2) == [200, 408]
+    assert connection.transport.closed
+
+
+async def test_a_pipelined_request_is_not_timed_out_while_it_waits_for_the_earlier_one(connection):
+    # uvicorn reads no more of a request queued behind another: its time starts when it does.
+    connection.send(SLOW + b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+    await eventually(connection.slow_started.is_set, timeout=10, what="/slow to be handled")
+    connection.clock.advance(REQUEST_TIMEOUT_S * 3)
+    connection.release_slow.set()
+    assert await connection.answered(1) == [200]
+    connection.send(b"67890")
+    assert await connection.answered(2) == [200, 200]
+    assert not connection.transport.closed

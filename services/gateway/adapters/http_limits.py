@@ -6,7 +6,9 @@ request that trickles in; only h11 has a size limit, answered with a bare 400, a
 slower parser). So a head over MAX_HEAD_BYTES gets 431 and a request not received in full
 within `request_timeout_s` of its first byte gets 408, both with the API's JSON error body, and
 the connection is closed. Those answers are written here, below the application, so they carry
-no X-Request-ID.
+no X-Request-ID. With pipelining, a refusal waits for the answers of the requests before it
+(nothing more is read meanwhile): written at once, it would be read as the answer of the one
+being handled, whose own answer would be lost.
 
 The time runs whenever the connection waits for its client: from the connection's opening, and
 from each answer on, until a request has arrived in full. An idle connection is closed when it
@@ -38,6 +40,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.head_complete = False
         self.request_begun = True  # a connection is opened to send one: a silent one gets 408 too
         self.deadline: asyncio.TimerHandle | None = None
+        self.refusal: bytes | None = None  # decided, and waiting for the earlier requests' answers
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -48,11 +51,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.refusal is not None:  # the request after the refused one is never answered: not parsed
+            return
         if not self.head_complete:
             self.head_bytes += len(data)
         super().data_received(data)
         # A head still incomplete is refused as soon as it is too large: not buffered further.
-        if not self.head_complete and self.head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+        if (not self.head_complete and self.head_bytes > MAX_HEAD_BYTES and self.refusal is None
+                and not self.transport.is_closing()):
             self.refuse(431, f"request line and headers over {MAX_HEAD_BYTES // 1024} KiB")
 
     def on_message_begin(self) -> None:
@@ -61,12 +67,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.update_deadline()
 
     def on_headers_complete(self) -> None:
-        self.head_complete = True
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > MAX_HEAD_BYTES:  # a head that came whole in one read
             self.refuse(431, f"request line and headers over {MAX_HEAD_BYTES // 1024} KiB")
             raise HeadTooLarge  # stops the parser; uvicorn's 400 for it is skipped below
+        self.head_complete = True  # and self.cycle becomes this request's
         super().on_headers_complete()
+        self.update_deadline()  # stopped if it was queued behind an earlier request
 
     def on_message_complete(self) -> None:
         self.request_begun, self.head_complete, self.head_bytes = False, False, 0  # the next request's head begins
@@ -74,18 +81,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.update_deadline()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # starts the next queued request, if any
+        if self.refusal is not None and self.cycle.response_complete and not self.transport.is_closing():
+            self.send_refusal()
         self.update_deadline()
 
     def send_400_response(self, msg: str) -> None:
-        if not self.transport.is_closing():  # else already refused, with a status of ours
+        if self.refusal is None and not self.transport.is_closing():  # else refused already, with a status of ours
             super().send_400_response(msg)
 
     def waiting_for_client(self) -> bool:
         """For a request it has begun (or the connection's first), or, every request answered,
-        for the next one."""
+        for the next one. Not for a request queued behind another: uvicorn reads none of it then."""
         idle = self.cycle is None or self.cycle.response_complete
-        return not self.transport.is_closing() and (self.request_begun or idle)
+        receiving = self.request_begun and not self.pipeline
+        return self.refusal is None and not self.transport.is_closing() and (receiving or idle)
 
     def update_deadline(self) -> None:
         """Runs while we wait for the client; started once, not again on each byte (a trickle
@@ -111,14 +121,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def refuse(self, status: int, detail: str) -> None:
-        """Answer with the API's error body and close the connection."""
+        """Answer with the API's error body and close the connection: at once, or once the earlier
+        requests are answered (until its head is complete, self.cycle is the previous request's)."""
         body = msgspec.json.encode({"detail": detail})
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
         head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
                  b"connection: close\r\n\r\n"]
-        self.transport.write(b"".join(head) + body)
+        self.refusal = b"".join(head) + body
+        self.disarm_deadline()
+        earlier_unanswered = not self.head_complete and self.cycle is not None and not self.cycle.response_complete
+        if earlier_unanswered:
+            self.flow.pause_reading()
+        else:
+            self.send_refusal()
+
+    def send_refusal(self) -> None:
+        self.transport.write(self.refusal)
         self.transport.close()
 
 
