@@ -31,6 +31,8 @@ class Settings(msgspec.Struct, kw_only=True):
     api_tls_key: str = ""
     api_request_timeout_seconds: float = 60.0  # a request's head and body must arrive within this, else 408
     api_max_connections: int = 1000  # open HTTP connections; beyond, 503
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For/-Proto are believed; none: no one's
+    api_trusted_proxies: list[str] = []
     rate_limit_per_second: float = 50.0  # per user token, and per address without a valid token; 0: off
     rate_limit_burst: int = 1000  # requests a bucket holds: bursts this large go through at once
     admin_token: str = ""  # the bootstrap admin token; others are created through /admin/tokens
@@ -88,6 +90,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "api_tls_key": ("API_TLS_KEY",),
     "api_request_timeout_seconds": ("API_REQUEST_TIMEOUT_SECONDS",),
     "api_max_connections": ("API_MAX_CONNECTIONS",),
+    "api_trusted_proxies": ("API_TRUSTED_PROXIES",),
     "rate_limit_per_second": ("RATE_LIMIT_PER_SECOND",),
     "rate_limit_burst": ("RATE_LIMIT_BURST",),
     "admin_token": ("SCNS_ADMIN_TOKEN",),
@@ -112,7 +115,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "scheduler_lease_seconds": ("SCHEDULER_LEASE_SECONDS",),
     "snapshot_every_events": ("SNAPSHOT_EVERY_EVENTS",),
 }
-_LIST_SEPARATORS = {"partitions": ",", "job_roots": ":", "job_users": ","}
+_LIST_SEPARATORS = {"partitions": ",", "job_roots": ":", "job_users": ",", "api_trusted_proxies": ","}
 
 
 class ConfigError(ValueError):

@@ -54,7 +54,7 @@ from services.gateway.core.metrics import Snapshot as MetricsSnapshot
 from services.gateway.core.metrics import render as render_metrics
 from services.gateway.adapters.otel_metrics import observe
 from services.gateway.core.openapi import openapi_document
-from services.gateway.core.ratelimit import RateLimited, RateLimiter
+from services.gateway.core.ratelimit import RateLimited, RateLimiter, RateLimits, address_key
 from services.gateway.core.stream import job_of, start_after, visible
 from services.gateway.core.validation import (
     MAX_BODY_BYTES,
@@ -118,7 +118,7 @@ class Gateway:
     nodes: NodeDirectory
     tokens: NatsTokenStore
     projection: ProjectionWatch
-    limiter: RateLimiter
+    limits: RateLimits
     last_metrics: MetricsSnapshot | None = None
     metrics_at: float = 0.0
     metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -220,14 +220,13 @@ class Gateway:
                 log.warning("metrics not refreshed: %s", error)
             await asyncio.sleep(every_s)
 
-    def limit(self, key: str, take: bool = True, name: str = "") -> None:
-        """Count a request of `key` against its rate limit (`take` false: only check there is room);
-        RateLimited when there is none. `name` says who in the message, when `key` should not."""
-        now = time.monotonic()
-        waiting = self.limiter.take(key, now) if take else self.limiter.wait(key, now)
+    @staticmethod
+    def limit(limiter: RateLimiter, key: str, who: str) -> None:
+        """Count a request of `key` (`who` names it in the refusal) against `limiter`; RateLimited
+        when there is no room."""
+        waiting = limiter.take(key, time.monotonic())
         if waiting:
-            limiter = self.limiter
-            raise RateLimited(f"too many requests from {name or key}: at most {limiter.rate:g} a second, in bursts "
+            raise RateLimited(f"too many requests from {who}: at most {limiter.rate:g} a second, in bursts "
                               f"of up to {limiter.burst}; retry in {waiting:.1f} s", waiting)
 
     async def void_submission(self, job_id: int) -> bool:
@@ -591,8 +590,10 @@ async def authenticate(request: Request) -> None:
     """Every route but the public ones needs a valid bearer token (unless authentication is off).
 
     Rate limits: a user token has a bucket of its own; requests without a valid token (public
-    routes, missing, unknown or revoked tokens) share their client address's, and an address
-    that has used it up is refused before its token is even looked up. Admin tokens are not
+    routes, missing, unknown or revoked tokens) share their client address's (an IPv6 client's
+    /64's), and once that is empty a bad token gets 429 rather than 401. A token is always looked
+    up, and a valid one is never refused for its address: a client spamming bad tokens from an
+    address it shares with others (loopback, a NAT) slows only itself. Admin tokens are not
     limited: an admin can revoke any token and drain any node, so nothing is won by slowing one,
     and the benchmarks and the operators' tools use it.
     """
@@ -600,22 +601,22 @@ async def authenticate(request: Request) -> None:
     if path in UNLIMITED_PATHS:
         return
     gateway = gateway_of(request)
-    address = f"address {request.client.host if request.client else 'unknown'}"
+    address = address_key(request.client.host) if request.client else "unknown"
+    by_address = (gateway.limits.addresses, address, f"address {address}")
     if path in PUBLIC_PATHS:
-        gateway.limit(address)
+        gateway.limit(*by_address)
         return
     if gateway.settings.auth_disabled:
         request.state.principal = ANONYMOUS
         return
-    gateway.limit(address, take=False)
     try:
         token = bearer_token(request.headers.get("authorization", ""))
         principal = await gateway.tokens.authenticate(token)
     except NotAuthenticated:
-        gateway.limit(address)
+        gateway.limit(*by_address)
         raise
     if not principal.is_admin:
-        gateway.limit(f"token {token_hash(token)}", name=f"token {principal.name!r}")
+        gateway.limit(gateway.limits.tokens, token_hash(token), f"token {principal.name!r}")
     request.state.principal = principal
 
 
@@ -638,7 +639,7 @@ def create_app(settings: Settings, traced: bool = False, metered: bool = False) 
         log.warning("AUTHENTICATION IS OFF: every request to %s:%d acts as admin", settings.api_host,
                     settings.api_port)
     try:
-        limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        limits = RateLimits(settings.rate_limit_per_second, settings.rate_limit_burst)
     except ValueError as error:
         raise ValueError(f"RATE_LIMIT_BURST: {error}") from None
 
@@ -659,7 +660,7 @@ def create_app(settings: Settings, traced: bool = False, metered: bool = False) 
         follower = asyncio.create_task(nodes.follow(events))
         projection = ProjectionWatch(settings.projection_stall_seconds, MAX_PROJECTION_LAG)
         app.state.gateway = Gateway(settings, events, PostgresJobView(pool), NatsLogReader(events.nc), nodes, tokens,
-                                    projection, limiter)
+                                    projection, limits)
         app.state.openapi = msgspec.json.encode(openapi_document(VERSION))
         app.state.asyncapi = rendered_catalogue().encode()
         if metered:

@@ -3,6 +3,7 @@ with bounded requests (see adapters/http_limits.py), over HTTPS when a certifica
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 import sys
@@ -39,6 +40,20 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def forwarding_options(settings: Settings) -> dict[str, object]:
+    """uvicorn's proxy options: X-Forwarded-For and -Proto are believed from API_TRUSTED_PROXIES
+    only. uvicorn's default believes 127.0.0.1, where every local process (jobs too) connects
+    from: each could name a fresh client address for the rate limits at every request."""
+    for proxy in settings.api_trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"API_TRUSTED_PROXIES: {proxy!r} is not an IP address or network "
+                              "(comma-separated, e.g. 10.0.0.5,192.168.1.0/24)") from None
+    return {"proxy_headers": bool(settings.api_trusted_proxies),
+            "forwarded_allow_ips": settings.api_trusted_proxies}
+
+
 def main() -> None:
     configure_logging("gateway")
     telemetry = Telemetry("scns-gateway", with_metrics=True)
@@ -46,6 +61,7 @@ def main() -> None:
         settings = load_settings()
         app = create_asgi_app(settings, traced=telemetry.traced, metered=telemetry.metered)
         tls = tls_context(settings)
+        forwarding = forwarding_options(settings)
     except (ConfigError, ValueError) as error:
         sys.exit(f"gateway: {error}")
     if tls is None and not is_loopback(settings.api_host):
@@ -56,7 +72,7 @@ def main() -> None:
         uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False,
                     timeout_graceful_shutdown=3, timeout_keep_alive=KEEP_ALIVE_S,
                     http=bounded_protocol(settings.api_request_timeout_seconds),  # type: ignore[arg-type]
-                    limit_concurrency=settings.api_max_connections,
+                    limit_concurrency=settings.api_max_connections, **forwarding,  # type: ignore[arg-type]
                     ssl_context_factory=(lambda config, default: tls) if tls else None)
     finally:
         telemetry.shutdown()

@@ -201,20 +201,37 @@ async def test_a_user_token_over_its_rate_gets_429_with_retry_after(limited, use
         await eventually(allowed_again, timeout=10, what="alice's bucket to refill")
 
 
-async def test_requests_without_a_valid_token_are_limited_per_address(limited, stack):
+async def test_requests_without_a_valid_token_are_limited_per_address(limited, stack, user_token):
     address = next(ADDRESSES)
+    *_, secret = await user_token()
     async with limited.client("not-a-token", source=address) as guesser, \
-            limited.client(stack.token, source=address) as admin, limited.client() as elsewhere:
+            limited.client(stack.token, source=address) as admin, limited.client(secret, source=address) as user, \
+            limited.client(source=address) as anyone, limited.client() as elsewhere:
         statuses = [(await guesser.get("/jobs")).status_code for _ in range(6)]
         assert statuses == [401] * 5 + [429]
-        # An address that used up its bucket guessing is refused before any token is looked up.
-        assert (await admin.get("/jobs")).status_code == 429
-        assert (await elsewhere.get("/")).status_code == 200  # other addresses are not
+        assert (await anyone.get("/")).status_code == 429  # public routes count against the address too
+        # Valid tokens from the same address are served: bad-token spam cannot lock them out.
+        assert (await admin.get("/jobs", params={"limit": 1})).status_code == 200
+        assert (await user.get("/jobs", params={"limit": 1})).status_code == 200
+        assert (await elsewhere.get("/")).status_code == 200  # other addresses are not limited
 
-        async def admin_served():
-            return (await admin.get("/jobs", params={"limit": 1})).status_code == 200
+        async def address_served():
+            return (await anyone.get("/")).status_code == 200
 
-        await eventually(admin_served, timeout=10, what="the address's bucket to refill")
+        await eventually(address_served, timeout=10, what="the address's bucket to refill")
+
+
+async def test_a_client_cannot_pick_its_address_with_x_forwarded_for(limited):
+    # From 127.0.0.1, which uvicorn's own default trusts to name the client.
+    async with limited.client("not-a-token") as guesser:
+        statuses = [(await guesser.get("/jobs", headers={"X-Forwarded-For": f"198.51.100.{n}"})).status_code
+                    for n in range(6)]
+        assert statuses == [401] * 5 + [429]
+
+        async def served():
+            return (await guesser.get("/")).status_code == 200
+
+        await eventually(served, timeout=10, what="127.0.0.1's bucket to refill")
 
 
 # ---- slow clients, too many connections -----------------------------------------------------

@@ -3,7 +3,8 @@ import logging
 import pytest
 
 from services.gateway.app import create_app, submission_msg_id
-from shared.config import Settings
+from services.gateway.bootstrap import forwarding_options
+from shared.config import ConfigError, Settings, load_settings
 
 
 def test_authentication_can_be_off_only_on_loopback_and_says_so(caplog):
@@ -20,3 +21,13 @@ def test_authentication_can_be_off_only_on_loopback_and_says_so(caplog):
 def test_idempotency_keys_of_different_accounts_never_share_a_msg_id():
     assert submission_msg_id("a:b", "c") != submission_msg_id("a", "b:c")
     assert submission_msg_id("acct", "k") == submission_msg_id("acct", "k")
+
+
+def test_forwarded_headers_are_believed_only_from_the_proxies_named():
+    # uvicorn's own default believes 127.0.0.1, where every local process connects from.
+    assert forwarding_options(load_settings({}))["proxy_headers"] is False
+    behind = forwarding_options(load_settings({"API_TRUSTED_PROXIES": "10.0.0.5, 192.168.1.0/24"}))
+    assert behind == {"proxy_headers": True, "forwarded_allow_ips": ["10.0.0.5", "192.168.1.0/24"]}
+    for wrong in ("*", "proxy.example", "10.0.0.300"):
+        with pytest.raises(ConfigError, match="API_TRUSTED_PROXIES"):
+            forwarding_options(load_settings({"API_TRUSTED_PROXIES": wrong}))

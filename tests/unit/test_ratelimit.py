@@ -1,6 +1,6 @@
 import pytest
 
-from services.gateway.core.ratelimit import RateLimited, RateLimiter
+from services.gateway.core.ratelimit import RateLimited, RateLimiter, RateLimits, address_key
 
 
 def test_a_burst_goes_through_then_requests_are_refused_until_tokens_come_back():
@@ -60,3 +60,23 @@ def test_a_burst_below_one_request_is_a_configuration_error():
 @pytest.mark.parametrize("seconds, header", [(0.01, "1"), (1.0, "1"), (1.2, "2"), (30.0, "30")])
 def test_retry_after_is_whole_seconds_rounded_up(seconds, header):
     assert RateLimited("slow down", seconds).retry_after_header == header
+
+
+def test_many_addresses_cannot_make_a_tokens_bucket_be_forgotten():
+    limits = RateLimits(rate=1, burst=1, max_keys=2)
+    assert limits.tokens.take("alice", now=0.0) == 0.0
+    for n in range(10):  # a client churning through source addresses
+        limits.addresses.take(f"127.0.0.{n}", now=0.0)
+    assert limits.tokens.take("alice", now=0.0) > 0  # still empty, not forgotten and refilled
+
+
+@pytest.mark.parametrize("host, key", [
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+    ("192.0.2.7", "192.0.2.7"),
+    ("/run/scns.sock", "/run/scns.sock"),
+])
+def test_an_ipv6_client_is_keyed_by_its_64_and_an_ipv4_one_by_its_address(host, key):
+    assert address_key(host) == key

@@ -1,12 +1,13 @@
 """Rate limiting (pure): one token bucket per key, refilled at `rate` a second up to `burst`.
 
 The gateway keys a bucket by the bearer token's hash, or by the client's address for requests
-without a valid token. Time comes in as `now` (seconds, any monotonic origin), so tests run on a
-fake clock.
+without a valid token (`RateLimits`). Time comes in as `now` (seconds, any monotonic origin), so
+tests run on a fake clock.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -72,3 +73,27 @@ class RateLimiter:
             bucket.at = now
             self.buckets.move_to_end(key)
         return bucket
+
+
+class RateLimits:
+    """Token buckets and address buckets, in limiters of their own: whoever can make many keys of
+    one kind (addresses: a local process has all of 127.0.0.0/8) pushes out only that kind's
+    buckets, and cannot refill the other's by making them be forgotten."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = MAX_KEYS) -> None:
+        self.tokens = RateLimiter(rate, burst, max_keys)
+        self.addresses = RateLimiter(rate, burst, max_keys)
+
+
+def address_key(host: str) -> str:
+    """The client an address stands for: an IPv6 one by its /64 (a host is given a whole /64, so
+    it could take a fresh address for every request), an IPv4 one (mapped into IPv6 too) by itself."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # not an IP address (a Unix socket's path): as it is
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address)
