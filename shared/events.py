@@ -72,6 +72,10 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
     token: str  # the token's name: "admin" for the bootstrap admin token, "anonymous" with authentication off
     account: str  # the token's account ("*" for the bootstrap admin and with authentication off)
     role: str  # user | admin
+    # Which token of that name (a name is free again once its token is revoked): the first 12 hex
+    # digits of its SHA-256, as the token store keys it. None for the bootstrap admin and anonymous
+    # (names never reused), and in events written before it was recorded.
+    token_id: str | None = None
 
 
 class JobSubmitted(Event, frozen=True, kw_only=True):

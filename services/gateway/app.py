@@ -40,6 +40,7 @@ from services.gateway.adapters.tokens import NatsTokenStore, TokenNameTaken
 from services.gateway.core import views, wire
 from services.gateway.core.auth import (
     ANONYMOUS,
+    RESERVED_NAMES,
     Forbidden,
     NotAuthenticated,
     Principal,
@@ -102,6 +103,7 @@ MAX_VOID_SUBMISSIONS = 3  # attempts at a submission for one request, each void 
 HEALTH_TIMEOUT_S = 2.0
 MAX_PROJECTION_LAG = 10_000  # events; beyond this /health says the read model is behind
 DASHBOARD_JOBS = 20
+TOKEN_ID_HEX_DIGITS = 12  # of a token's SHA-256, in the audit trail: tells tokens apart, finds none
 PUBLIC_PATHS = frozenset({"/", "/health", "/metrics", "/openapi.json", "/asyncapi.json", "/docs", "/redoc"})
 UNLIMITED_PATHS = frozenset({"/health", "/metrics"})  # probes and scrapes are never rate limited
 # When authentication is off (no admin token, loopback only), every caller is this.
@@ -271,7 +273,15 @@ def principal_of(request: Request) -> Principal:
 def actor_of(request: Request) -> Actor:
     """Who makes the request, as the events record it (the audit trail)."""
     principal = principal_of(request)
-    return Actor(token=principal.name, account=principal.account, role=principal.role)
+    return Actor(token=principal.name, account=principal.account, role=principal.role,
+                 token_id=request.state.token_id)
+
+
+def audit_token_id(principal: Principal, hashed: str) -> str | None:
+    """The short id of a token in the audit trail; none for the reserved names, which are never
+    reused, and whose secret (SCNS_ADMIN_TOKEN) an operator chose: it may be guessable, so no hash
+    of it leaves the gateway."""
+    return None if principal.name in RESERVED_NAMES else hashed[:TOKEN_ID_HEX_DIGITS]
 
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -607,7 +617,7 @@ async def authenticate(request: Request) -> None:
         gateway.limit(*by_address)
         return
     if gateway.settings.auth_disabled:
-        request.state.principal = ANONYMOUS
+        request.state.principal, request.state.token_id = ANONYMOUS, None
         return
     try:
         token = bearer_token(request.headers.get("authorization", ""))
@@ -615,9 +625,10 @@ async def authenticate(request: Request) -> None:
     except NotAuthenticated:
         gateway.limit(*by_address)
         raise
+    hashed = token_hash(token)
     if not principal.is_admin:
-        gateway.limit(gateway.limits.tokens, token_hash(token), f"token {principal.name!r}")
-    request.state.principal = principal
+        gateway.limit(gateway.limits.tokens, hashed, f"token {principal.name!r}")
+    request.state.principal, request.state.token_id = principal, audit_token_id(principal, hashed)
 
 
 def create_asgi_app(settings: Settings, traced: bool = False, metered: bool = False) -> ASGIApp:

@@ -8,6 +8,7 @@ HTTPS and small limits (a rate of 1 request a second in bursts of 5, 2 s to send
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import ssl
 import subprocess
@@ -318,18 +319,35 @@ def test_the_gateway_refuses_to_start_with_an_unusable_tls_configuration(stack, 
 
 async def test_who_submitted_and_who_cancelled_is_in_the_jobs_history(api, stack, user_token):
     name, account, secret = await user_token("acct-audit")
-    async with httpx.AsyncClient(base_url=stack.config.api_url, timeout=30,
-                                 headers={"Authorization": f"Bearer {secret}"}) as user:
-        job_id = await submit(user, job(stack, "sleep 3071\n", account=account))
+
+    async def submitted_with(token: str) -> str:
+        async with httpx.AsyncClient(base_url=stack.config.api_url, timeout=30,
+                                     headers={"Authorization": f"Bearer {token}"}) as user:
+            return await submit(user, job(stack, "sleep 3071\n", account=account))
+
+    async def history(job_id: str) -> dict:
+        async def cancel_recorded():
+            events = {e["type"]: e["data"] for e in (await api.get(f"/jobs/{job_id}/events")).json()["events"]}
+            return events if "JobCancelRequested" in events else None
+
+        return await eventually(cancel_recorded, what="the cancel request in the job's history")
+
+    job_id = await submitted_with(secret)
     assert (await api.post(f"/jobs/cancel/{job_id}")).status_code == 200
-
-    async def history():
-        events = {e["type"]: e["data"] for e in (await api.get(f"/jobs/{job_id}/events")).json()["events"]}
-        return events if "JobCancelRequested" in events else None
-
-    events = await eventually(history, what="the cancel request in the job's history")
-    assert events["JobSubmitted"]["submitted_by"] == {"token": name, "account": account, "role": "user"}
-    assert events["JobCancelRequested"]["requested_by"] == {"token": "admin", "account": "*", "role": "admin"}
+    events = await history(job_id)
+    token_id = hashlib.sha256(secret.encode()).hexdigest()[:12]
+    assert events["JobSubmitted"]["submitted_by"] == {"token": name, "account": account, "role": "user",
+                                                      "token_id": token_id}
+    assert events["JobCancelRequested"]["requested_by"] == {"token": "admin", "account": "*", "role": "admin",
+                                                            "token_id": None}  # no hash of SCNS_ADMIN_TOKEN goes out
+    # Revoked, its name is free again: the token that takes it is told apart by its id.
+    assert (await api.delete(f"/admin/tokens/{name}")).status_code == 200
+    again = await api.post("/admin/tokens", json={"name": name, "account": account})
+    assert again.status_code == 201, again.text
+    job_id = await submitted_with(again.json()["token"])
+    assert (await api.post(f"/jobs/cancel/{job_id}")).status_code == 200
+    submitted_by = (await history(job_id))["JobSubmitted"]["submitted_by"]
+    assert submitted_by["token"] == name and submitted_by["token_id"] not in (None, token_id)
 
 
 async def test_tokens_never_reach_the_gateways_logs(api, stack, limited, user_token):
