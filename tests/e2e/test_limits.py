@@ -364,6 +364,9 @@ async def test_tokens_never_reach_the_gateways_logs(api, stack, limited, user_to
         unparsable = f"GET / HTTP/1.1\r\nAuthorization: Bearer {token}\r\nBad Header Line\r\n\r\n".encode()
         await raw_exchange(stack.config.api_port, [unparsable])
         await raw_exchange(limited.port, [unparsable], tls=tls_to(limited))
+        unfinished = f"GET /jobs HTTP/1.1\r\nAuthorization: Bearer {token}\r\n".encode()  # 408
+        answer, _ = await raw_exchange(limited.port, [unfinished], tls=tls_to(limited))
+        assert status_of(answer) == 408
         async with limited.client(token, source=next(ADDRESSES)) as client:
             for _ in range(7):  # into 429 (and 401 for the wrong one)
                 await client.get("/jobs", params={"limit": 1})
