@@ -34,6 +34,7 @@ from services.executor.adapters.process import (
     read_cpu_seconds,
     read_status,
     with_environment,
+    with_process_limit,
 )
 from services.executor.adapters.users import JobUsers
 from services.executor.core.lifecycle import (
@@ -477,7 +478,8 @@ class Executor:
             environment = opened(self._state_file(self._environment_path(job_id), environment_script(env), 0o444))
             command = with_environment(workdir, environment, command_for(spec.script, f"/proc/self/fd/{script}"))
             if user.uid != os.geteuid():
-                command = as_user(user.uid, user.gid, self.limits.pids_max, command)
+                command = as_user(user.uid, user.gid, command)
+            command = with_process_limit(self.limits.pids_max, command)  # whoever runs it: the same bound
             status = self._status_path(job_id)
             status.parent.mkdir(mode=0o700, exist_ok=True)
             status.unlink(missing_ok=True)

@@ -1,8 +1,11 @@
 import asyncio
+import dataclasses
 import os
 
+import psutil
 import pytest
 
+from services.executor.adapters.limits import ProcessWatchdog
 from services.executor.adapters.users import JobUser, JobUsers
 from services.executor.handlers import Executor, JournalEntry, NodeConfig
 from shared.events import (
@@ -294,3 +297,38 @@ async def test_a_cancelled_job_gets_its_grace_period_to_clean_up(event_log, exec
     end = await eventually(lambda: finished(event_log, job_id), what="the end")
     assert (end.state, end.exit_code) == ("CANCELLED", "0:15")
     assert (cwd / "cleaned.txt").read_text() == "cleaned\n"  # not cut short by an early SIGKILL
+
+
+async def test_a_job_of_hundreds_of_processes_under_the_watchdog_slows_nothing_and_leaves_nothing(event_log, executor,
+                                                                                                   tmp_path):
+    many = 800
+    # Daemons: out of the job's process group and tree, so only the watchdog finds them to kill them.
+    script = f"for i in $(seq {many}); do (setsid sleep 3081 &); done\nsleep 3082\n"
+    # (memory: the watchdog sums each process's resident memory, shared pages included)
+    big_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "many"), script, memory_mb=8192))
+    await eventually(lambda: len(alive_with("3081")) >= many, what=f"{many} processes of the job")
+    small_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "small"), "echo small"))
+    # Generous (it takes a fraction of a second), yet shorter than one scan of a watchdog that blocks the executor
+    small = await eventually(lambda: finished(event_log, small_id), timeout=5.0, what="another job, run meanwhile")
+    assert small.state == "COMPLETED"
+    await event_log.publish(JobCancelRequested(job_id=big_id, requested_at=NOW))
+    big = await eventually(lambda: finished(event_log, big_id), what="the end of the big job")
+    assert big.state == "CANCELLED" and not alive_with("3081")  # every one killed before the end was reported
+
+
+def alive_with(argument: str) -> list[psutil.Process]:
+    return [process for process in psutil.process_iter(["cmdline", "status"])
+            if argument in (process.info["cmdline"] or []) and process.info["status"] != psutil.STATUS_ZOMBIE]
+
+
+async def test_a_job_of_the_executors_own_user_is_held_to_the_process_limit_too(event_log, tmp_path):
+    executor = Executor(event_log, dataclasses.replace(node_config(tmp_path), job_users=JobUsers()),
+                        limits=ProcessWatchdog(pids_max=300))
+    task = asyncio.create_task(executor.consume())
+    try:
+        job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "own"), "ulimit -u"))
+        assert (await eventually(lambda: finished(event_log, job_id), what="the end")).state == "COMPLETED"
+        assert (tmp_path / "own" / f"out-{job_id}").read_text() == "300\n"
+    finally:
+        task.cancel()
+        await executor.stop_jobs()

@@ -1,10 +1,11 @@
+import logging
 import os
 import pwd
 import subprocess
 
 import pytest
 
-from services.executor.adapters.limits import cgroup_mounts, oom_kills
+from services.executor.adapters.limits import cgroup_mounts, job_limits, oom_kills
 from services.executor.adapters.process import read_cpu_seconds, read_status
 from services.executor.bootstrap import job_users, limits, node_config
 from services.executor.core.lifecycle import (
@@ -102,6 +103,14 @@ def test_the_containment_mode_is_checked():
     with pytest.raises(ConfigError, match="JOB_LIMITS"):
         limits(load_settings({"JOB_LIMITS": "sometimes"}), "n1")
     assert limits(load_settings({"JOB_LIMITS": "watchdog"}), "n1").mode == "watchdog"
+
+
+def test_auto_warns_when_no_cgroup_can_be_made_and_a_watchdog_contains_the_jobs(tmp_path, caplog):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("proc /proc proc rw,nosuid 0 0\n")
+    with caplog.at_level(logging.WARNING, logger="services.executor.adapters.limits"):
+        assert job_limits("auto", "n1", mounts=mounts).mode == "watchdog"
+    assert [record.levelno for record in caplog.records] == [logging.WARNING] and "watchdog" in caplog.text
 
 
 def test_cgroup_mounts_and_oom_counts_are_read_from_the_kernels_files():

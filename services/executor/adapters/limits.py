@@ -14,7 +14,9 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Protocol
 
@@ -46,7 +48,7 @@ class Confinement(Protocol):
     def track(self, pid: int) -> None:
         """The run's supervising shell, once spawned."""
 
-    def signal(self, signum: int) -> None:
+    async def signal(self, signum: int) -> None:
         """Signal every process of the run."""
 
     async def over_memory(self) -> None:
@@ -112,6 +114,9 @@ def job_limits(mode: str, node: str, pids_max: int = PIDS_MAX, mounts: Path = Pa
     if mode == "cgroup":
         raise LimitsUnavailable("JOB_LIMITS=cgroup, but this executor cannot make cgroups with the memory and pids "
                                 "controllers (it needs root, and cgroup v2 with both enabled, or v1's memory and pids)")
+    log.warning("JOB_LIMITS=auto: no cgroup can be made here, so a watchdog polls the jobs' processes: memory is "
+                "checked every %.2f s (a job may exceed it in between), only RLIMIT_NPROC bounds forking, and a process "
+                "that leaves its job's tree and clears its environment escapes it", WATCH_INTERVAL_S)
     return ProcessWatchdog(pids_max)
 
 
@@ -223,7 +228,10 @@ class CgroupRun:
                 found.update(int(pid) for pid in (folder / "cgroup.procs").read_text().split())
         return found
 
-    def signal(self, signum: int) -> None:
+    async def signal(self, signum: int) -> None:
+        self._signal(signum)
+
+    def _signal(self, signum: int) -> None:
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
@@ -244,7 +252,7 @@ class CgroupRun:
             with contextlib.suppress(OSError):
                 _write(kill_file, "1")
         while self.pids() and time.monotonic() < deadline:
-            self.signal(signal.SIGKILL)  # again and again: a fork bomb forks between two reads
+            self._signal(signal.SIGKILL)  # again and again: a fork bomb forks between two reads
             await asyncio.sleep(0.01)
         while not self.remove() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)  # a killed process leaves its cgroup when it is reaped
@@ -277,13 +285,16 @@ class ProcessWatchdog:
 
 
 class WatchedRun:
+    """A run's processes, found by scanning the process table (in a thread: a scan of thousands of
+    processes takes a while, and the executor's event loop must not wait for it)."""
+
     def __init__(self, run_id: str, memory_bytes: int) -> None:
         self.run_id = run_id  # in the environment of this run's processes, and no other's
         self.memory_bytes = memory_bytes
-        self.root: psutil.Process | None = None
-        self.seen: dict[int, psutil.Process] = {}  # every process of the run found so far
+        self.known: dict[int, float] = {}  # pid: start time, of every process of the run found so far
         self.looked_at: dict[tuple[int, float], bool] = {}  # (pid, start): marked as the run's?
         self.exceeded = False
+        self._scanning = threading.Lock()  # a scan updates what is known: one at a time
 
     @property
     def join_files(self) -> list[str]:
@@ -291,37 +302,39 @@ class WatchedRun:
 
     def track(self, pid: int) -> None:
         with contextlib.suppress(psutil.Error):
-            self.root = psutil.Process(pid)
+            self.known[pid] = psutil.Process(pid).create_time()
 
-    def members(self) -> list[psutil.Process]:
-        """The run's live processes: the tree of its shell and of every process of it seen before
-        (psutil compares start times: a reused PID is not taken), and the processes marked as its."""
-        found: dict[int, psutil.Process] = {}
-        for process in [self.root, *self.seen.values(), *self._marked()]:
-            if process is None or not process.is_running():
-                continue
-            found[process.pid] = process
-            with contextlib.suppress(psutil.Error):
-                found.update((child.pid, child) for child in process.children(recursive=True))
-        found.pop(os.getpid(), None)
-        self.seen = found
-        return [process for process in found.values() if _alive(process)]
-
-    def _marked(self) -> list[psutil.Process]:
-        """Processes whose environment has the run's id (read once per process)."""
-        marked, present = [], {}
-        for process in psutil.process_iter():
-            try:
-                key = (process.pid, process.create_time())
-            except psutil.Error:
-                continue
-            if key not in self.looked_at:
-                self.looked_at[key] = self._carries_run_id(process)
-            present[key] = self.looked_at[key]
-            if present[key]:
-                marked.append(process)
-        self.looked_at = present  # forget the processes that are gone
-        return marked
+    def _scan(self) -> list[psutil.Process]:
+        """One pass over the process table, linear in its size: the run's live processes (the
+        processes of it known before, the same PID with the same start time, the processes marked
+        as its, and every descendant of these), all known from now on, so a process reparented
+        away is still found."""
+        with self._scanning:
+            table: dict[int, tuple[psutil.Process, dict]] = {}
+            children: dict[int, list[int]] = defaultdict(list)
+            found: set[int] = set()
+            looked_at: dict[tuple[int, float], bool] = {}
+            for process in psutil.process_iter():
+                try:  # as_dict, not process_iter's `info`: that is shared with every other caller
+                    info = process.as_dict(["ppid", "create_time", "status"])
+                except psutil.Error:
+                    continue
+                table[process.pid] = process, info
+                children[info["ppid"]].append(process.pid)
+                key = (process.pid, info["create_time"])
+                looked_at[key] = self.looked_at[key] if key in self.looked_at else self._carries_run_id(process)
+                if self.known.get(process.pid) == info["create_time"] or looked_at[key]:
+                    found.add(process.pid)
+            to_visit = list(found)
+            while to_visit:
+                for child in children.pop(to_visit.pop(), []):
+                    if child not in found:
+                        found.add(child)
+                        to_visit.append(child)
+            found.discard(os.getpid())
+            self.looked_at = looked_at  # the processes that are gone are forgotten
+            self.known = {pid: table[pid][1]["create_time"] for pid in found}
+            return [table[pid][0] for pid in found if table[pid][1]["status"] != psutil.STATUS_ZOMBIE]
 
     def _carries_run_id(self, process: psutil.Process) -> bool:
         try:
@@ -329,38 +342,39 @@ class WatchedRun:
         except psutil.Error:
             return False
 
-    def signal(self, signum: int) -> None:
-        for process in self.members():
+    def _signal_members(self, signum: int) -> int:
+        """Signal the run's processes (psutil checks each PID's start time first); how many there were."""
+        members = self._scan()
+        for process in members:
             with contextlib.suppress(psutil.Error):
                 process.send_signal(signum)
+        return len(members)
+
+    def _resident_bytes(self) -> int:
+        resident = 0
+        for process in self._scan():
+            with contextlib.suppress(psutil.Error):
+                resident += process.memory_info().rss
+        return resident
+
+    async def signal(self, signum: int) -> None:
+        await asyncio.to_thread(self._signal_members, signum)
 
     async def over_memory(self) -> None:
-        while True:
-            resident = 0
-            for process in self.members():
-                with contextlib.suppress(psutil.Error):
-                    resident += process.memory_info().rss
-            if resident > self.memory_bytes:
-                self.exceeded = True
-                return
+        while await asyncio.to_thread(self._resident_bytes) <= self.memory_bytes:
             await asyncio.sleep(WATCH_INTERVAL_S)
+        self.exceeded = True
 
     def memory_exceeded(self) -> bool:
         return self.exceeded
 
     async def release(self) -> None:
+        """SIGKILL whatever a scan finds, until a scan finds nothing (each process is killed
+        before the deadline is looked at: a slow scan never saves a process)."""
         deadline = time.monotonic() + END_DEADLINE_S
-        while self.members():
+        while await asyncio.to_thread(self._signal_members, signal.SIGKILL):
             if time.monotonic() > deadline:
-                log.error("processes of a run outlived %.0f s of SIGKILL: %s", END_DEADLINE_S,
-                          sorted(self.seen))
+                log.error("processes of a run outlived %.0f s of SIGKILL: %s", END_DEADLINE_S, sorted(self.known))
                 return
-            self.signal(signal.SIGKILL)
             await asyncio.sleep(0.01)
 
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import signal
 from collections.abc import Awaitable, Callable
@@ -29,12 +30,18 @@ SUPERVISOR = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; 
              '{ echo "$code"; times; } > "$0.tmp" && mv "$0.tmp" "$0"; exit "$code"'
 
 
-def as_user(uid: int, gid: int, processes_max: int, command: list[str]) -> list[str]:
-    """`command` run as that user (util-linux's setpriv and prlimit, found on the clean PATH, not
-    the job's), with at most `processes_max` processes of that user (RLIMIT_NPROC): a fork bomb
-    where no cgroup holds it fails to fork."""
-    return [_tool("prlimit"), f"--nproc={processes_max}", "--", _tool("setpriv"), f"--reuid={uid}", f"--regid={gid}",
-            "--init-groups", "--", *command]
+def as_user(uid: int, gid: int, command: list[str]) -> list[str]:
+    """`command` run as that user (util-linux's setpriv, found on the clean PATH, not the job's)."""
+    return [_tool("setpriv"), f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--", *command]
+
+
+def with_process_limit(processes_max: int, command: list[str]) -> list[str]:
+    """`command` with at most `processes_max` processes of its user (RLIMIT_NPROC, set by
+    util-linux's prlimit), or the hard limit it has if lower (a non-root executor cannot raise
+    it): a fork bomb where no cgroup holds it fails to fork."""
+    hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    limit = processes_max if hard == resource.RLIM_INFINITY else min(processes_max, hard)
+    return [_tool("prlimit"), f"--nproc={limit}", "--", *command]
 
 
 def with_environment(workdir: int, environment_file: int, command: list[str]) -> list[str]:
@@ -145,24 +152,24 @@ class JobProcess:
     async def kill(self) -> None:
         """SIGKILL to every process of the run; returns when none is left."""
         self.last_signal_sent = signal.SIGKILL
-        self._signal(signal.SIGKILL)
+        await self._signal(signal.SIGKILL)
         await self.wait()
         await self.confinement.release()
 
     async def terminate(self, grace_s: float) -> None:
         """SIGTERM to every process of the run, SIGKILL to whatever is left after the grace period."""
         self.last_signal_sent = signal.SIGTERM
-        self._signal(signal.SIGTERM)
+        await self._signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.wait(), grace_s)
         except asyncio.TimeoutError:
             self.last_signal_sent = signal.SIGKILL
-        self._signal(signal.SIGKILL)
+        await self._signal(signal.SIGKILL)
         await self.wait()
 
-    def _signal(self, signum: int) -> None:
+    async def _signal(self, signum: int) -> None:
         signal_tree(self.pid, signum)
-        self.confinement.signal(signum)
+        await self.confinement.signal(signum)
 
 
 def signal_tree(pid: int, signum: int) -> None:
