@@ -99,6 +99,7 @@ METRICS_REFRESH_S = 10.0  # how fresh the figures OpenTelemetry's metric reader 
 MAX_STREAM_ACCOUNTS = 100_000
 STREAM_RECHECK_S = 5.0  # an open /events stream re-checks its token this often (as events come)
 METRICS_MAX_AGE_S = 5.0  # /metrics answers from a snapshot this fresh: one computation at a time  # job id -> account entries one /events stream remembers
+MIN_ADMIN_TOKEN_CHARS = 32
 MAX_VOID_SUBMISSIONS = 3  # attempts at a submission for one request, each void if stored too late
 HEALTH_TIMEOUT_S = 2.0
 MAX_PROJECTION_LAG = 10_000  # events; beyond this /health says the read model is behind
@@ -646,6 +647,10 @@ def create_app(settings: Settings, traced: bool = False, metered: bool = False) 
         raise ValueError(f"authentication may be off only on loopback, not on {settings.api_host}")
     if not settings.auth_disabled and not settings.admin_token:
         raise ValueError("set SCNS_ADMIN_TOKEN (the bootstrap admin token), or AUTH_DISABLED=true on loopback")
+    if settings.admin_token and len(settings.admin_token) < MIN_ADMIN_TOKEN_CHARS:
+        # It is looked up like any token, and guessing is slowed per address only: it must be unguessable.
+        raise ValueError(f"SCNS_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
+                         f"(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if settings.auth_disabled:
         log.warning("AUTHENTICATION IS OFF: every request to %s:%d acts as admin", settings.api_host,
                     settings.api_port)

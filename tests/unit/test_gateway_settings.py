@@ -15,7 +15,9 @@ def test_authentication_can_be_off_only_on_loopback_and_says_so(caplog):
     with caplog.at_level(logging.WARNING):
         create_app(Settings(api_host="127.0.0.1", auth_disabled=True))
     assert "AUTHENTICATION IS OFF" in caplog.text
-    create_app(Settings(api_host="0.0.0.0", admin_token="t"))  # a token: any address
+    with pytest.raises(ValueError, match="at least 32 characters"):
+        create_app(Settings(api_host="0.0.0.0", admin_token="guessable"))
+    create_app(Settings(api_host="0.0.0.0", admin_token="t" * 32))  # a token: any address
 
 
 def test_idempotency_keys_of_different_accounts_never_share_a_msg_id():
