@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,7 +28,14 @@ from opentelemetry.trace import SpanKind
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.executor.adapters.files import Owner, make_workdir, open_log, open_output
-from services.executor.adapters.limits import RUN_ID_VARIABLE, Confinement, JobLimits, ProcessWatchdog, run_id
+from services.executor.adapters.limits import (
+    RUN_MARKER_VARIABLE,
+    Confinement,
+    JobLimits,
+    ProcessWatchdog,
+    RunIdentity,
+    run_id,
+)
 from services.executor.adapters.process import (
     JobProcess,
     as_user,
@@ -119,6 +127,7 @@ class Run(msgspec.Struct, frozen=True):
     end_after: int = 0
     requeue: bool = False
     traceparent: str | None = None  # of the decision that placed it here: the run's span is its child
+    marker: str = ""  # a secret in its processes' environment, by which the watchdog finds them (journaled)
 
 
 class JournalEntry(msgspec.Struct):
@@ -129,15 +138,16 @@ class JournalEntry(msgspec.Struct):
     end_after: int = 0  # which run of the job (JobAllocated.end_after)
     requeue: bool = False
     traceparent: str | None = None
+    marker: str = ""
 
     @property
     def run(self) -> Run:
-        return Run(self.end_after, self.requeue, self.traceparent)
+        return Run(self.end_after, self.requeue, self.traceparent, self.marker)
 
     @classmethod
     def of(cls, job_id: int, run: Run, pid: int = 0, create_time: float = 0.0,
            started_at: datetime | None = None) -> JournalEntry:
-        return cls(job_id, pid, create_time, started_at, run.end_after, run.requeue, run.traceparent)
+        return cls(job_id, pid, create_time, started_at, run.end_after, run.requeue, run.traceparent, run.marker)
 
 
 class PreviousRunStillEnding(RuntimeError):
@@ -231,7 +241,8 @@ class Executor:
         job_id, status_path = entry.job_id, self._status_path(entry.job_id)
         submitted = await self.events.read(job_id)
         spec = submitted.event.spec if submitted and isinstance(submitted.event, JobSubmitted) else None
-        confinement = self.limits.reattach(self._run_id(job_id, entry.run), spec.memory_mb if spec else 0)
+        uid = self.node.job_users.for_account(spec.account).uid if spec else None
+        confinement = self.limits.reattach(self._identity(job_id, entry.run, uid), spec.memory_mb if spec else 0)
         # Its supervising shell if it still runs (the same process, not a reused PID; found by its
         # command line if the PID was never journaled). Every path giving the run up kills it.
         process = (JobProcess.attach(entry.pid, entry.create_time, status_path, confinement) if entry.pid
@@ -275,6 +286,9 @@ class Executor:
 
     def _run_id(self, job_id: int, run: Run) -> str:
         return run_id(job_id, run.end_after, self.executor_id)
+
+    def _identity(self, job_id: int, run: Run, uid: int | None) -> RunIdentity:
+        return RunIdentity(self._run_id(job_id, run), run.marker, uid)
 
     def _started_path(self, job_id: int) -> Path:
         """Made by the job's supervising shell before it starts the job (see SUPERVISOR)."""
@@ -365,7 +379,7 @@ class Executor:
         submitted = await self.events.read(job_id)
         if submitted is None or not isinstance(submitted.event, JobSubmitted):
             raise LookupError(f"allocation of job {job_id} names no submission in the log")
-        run = Run(end_after, submitted.event.spec.requeue, traceparent)
+        run = Run(end_after, submitted.event.spec.requeue, traceparent, secrets.token_hex(16))
         if await self.events.last_on(SUBJECTS[JobCancelRequested].format(job_id=job_id)) is not None:
             # Cancelled while it was being allocated: it ends here without running.
             await self._finish(job_id, run, Outcome("CANCELLED", "0:0", None), started_at=None)
@@ -473,7 +487,7 @@ class Executor:
             stdout = opened(open_output(outputs[0], roots, user.owner, umask))
             stderr = stdout if outputs[1] == outputs[0] else opened(open_output(outputs[1], roots, user.owner, umask))
             env = {**job_environment(spec, job_id, self.node.name, user.name, user.home),
-                   RUN_ID_VARIABLE: self._run_id(job_id, run)}
+                   RUN_MARKER_VARIABLE: run.marker}
             script = opened(self._state_file(self._script_path(job_id), spec.script, 0o555))
             environment = opened(self._state_file(self._environment_path(job_id), environment_script(env), 0o444))
             command = with_environment(workdir, environment, command_for(spec.script, f"/proc/self/fd/{script}"))
@@ -484,7 +498,7 @@ class Executor:
             status.parent.mkdir(mode=0o700, exist_ok=True)
             status.unlink(missing_ok=True)
             self._started_path(job_id).unlink(missing_ok=True)
-            confinement = self.limits.confine(self._run_id(job_id, run), spec.memory_mb)
+            confinement = self.limits.confine(self._identity(job_id, run, user.uid), spec.memory_mb)
             try:
                 return await JobProcess.spawn(command, SUPERVISOR_ENVIRONMENT, stdout, stderr, status, umask,
                                               confinement, pass_fds=(workdir, script, environment))

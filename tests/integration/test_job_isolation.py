@@ -7,16 +7,24 @@ import asyncio
 import os
 import pwd
 import stat
+import subprocess
 from pathlib import Path
 
 import msgspec
 import psutil
 import pytest
 
-from services.executor.adapters.limits import RUN_ID_VARIABLE, CgroupTree, ProcessWatchdog
+from services.executor.adapters.limits import (
+    RUN_MARKER_VARIABLE,
+    CgroupTree,
+    MiB,
+    ProcessWatchdog,
+    RunIdentity,
+    WatchedRun,
+)
 from services.executor.adapters.users import JobUser, JobUsers
 from services.executor.core.lifecycle import CLEAN_PATH
-from services.executor.handlers import Executor, NodeConfig
+from services.executor.handlers import Executor, JournalEntry, NodeConfig
 from shared.events import LOGS_SUBJECT, JobCancelRequested, JobStarted
 from shared.rpc import LogReply, LogRequest
 
@@ -87,12 +95,13 @@ async def run_job(event_log, cwd: Path, script: str, **fields):
 
 
 def processes_of_run(executor: Executor, job_id: int) -> list[psutil.Process]:
-    """The live processes carrying the run's id in their environment (as root, every one is readable)."""
-    wanted = f"job-{job_id}-0-{executor.executor_id}"
+    """The live processes of the job's runs, by their environment (as root, every one is readable)."""
     found = []
     for process in psutil.process_iter():
         try:
-            if process.environ().get(RUN_ID_VARIABLE) == wanted and process.status() != psutil.STATUS_ZOMBIE:
+            environment = process.environ()
+            if (RUN_MARKER_VARIABLE in environment and environment.get("SCNS_JOB_ID") == str(job_id)
+                    and process.status() != psutil.STATUS_ZOMBIE):
                 found.append(process)
         except psutil.Error:
             pass
@@ -259,6 +268,31 @@ async def test_a_double_forked_daemon_is_killed_with_its_job(event_log, executor
     job_id, end = await run_job(event_log, jobs_root / "daemon", script, account="alice")
     assert end.state == "COMPLETED"
     assert not with_argument("3072") and not with_argument("3073")  # gone before the end was reported
+
+
+async def test_the_watchdog_counts_a_process_with_the_runs_secret_only_if_it_is_the_runs_users(event_log, executor,
+                                                                                                 jobs_root):
+    job_id, _ = await submit_and_allocate(event_log, spec(str(jobs_root / "victim"), "sleep 3093\n", account="alice"))
+    (sleep,) = await eventually(lambda: with_argument("3093"), what="the job's sleep")
+    marker = sleep.environ()[RUN_MARKER_VARIABLE]  # read as root: the job's user alone could, otherwise
+    journaled = msgspec.json.decode((executor.journal_dir / f"{job_id}.json").read_bytes(), type=JournalEntry)
+    assert journaled.marker == marker and len(marker) == 32  # a restarted executor finds the run's processes again
+    await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
+    await eventually(lambda: finished(event_log, job_id), what="the end")
+
+    def carrying_the_marker(uid: int) -> subprocess.Popen:
+        return subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sleep", "3094"],
+                                env={"PATH": CLEAN_PATH, RUN_MARKER_VARIABLE: marker})
+
+    impostor, own = carrying_the_marker(NOBODY), carrying_the_marker(DAEMON)
+    try:
+        await eventually(lambda: len(with_argument("3094")) == 2, what="both processes")
+        found = {process.pid for process in WatchedRun(RunIdentity("victim", marker, DAEMON), MiB).scan()}
+        assert own.pid in found and impostor.pid not in found  # another account's process is not counted
+    finally:
+        for process in (impostor, own):
+            process.kill()
+            process.wait()
 
 
 async def test_a_restarted_executor_reattaches_to_the_cgroup_and_removes_those_of_ended_runs(event_log, tmp_path,

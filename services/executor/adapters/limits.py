@@ -4,7 +4,9 @@ A cgroup per run where the executor can make them (v2, or v1's memory and pids c
 the kernel enforces the memory and the process count, and the cgroup names every process of
 the run, however it forked. Elsewhere, a watchdog polls the run's processes: its supervising
 shell's tree, every process seen in it before, and every process whose environment carries the
-run's id (RUN_ID_VARIABLE: a double-forked daemon, reparented away, still has it).
+run's marker and that runs as the run's user (RUN_MARKER_VARIABLE: a double-forked daemon,
+reparented away, still has it; the marker is a secret, and another user cannot read a process's
+environment, so no one can have another account's run counted, and killed, with theirs).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -29,8 +32,18 @@ PIDS_MAX = 4096  # processes of one run (cgroup), or of the job's user (RLIMIT_N
 WATCH_INTERVAL_S = 0.25
 END_DEADLINE_S = 10.0  # to kill every process of a run and remove its cgroup
 CONTROLLERS = ("memory", "pids")
-# In every job's environment: the run's id, unique to this executor (node and state folder).
-RUN_ID_VARIABLE = "SCNS_RUN_ID"
+# In every job's environment: the run's marker, a secret (RunIdentity.marker).
+RUN_MARKER_VARIABLE = "SCNS_RUN_MARKER"
+
+
+@dataclass(frozen=True, slots=True)
+class RunIdentity:
+    """How a run's processes are told: its cgroup's name (run_id), and for the watchdog the
+    secret in their environment and the real uid of the run's user (None: not known)."""
+
+    name: str
+    marker: str = ""  # "": the watchdog finds the run's processes by their tree alone
+    uid: int | None = None
 
 
 class LimitsUnavailable(RuntimeError):
@@ -65,10 +78,10 @@ class JobLimits(Protocol):
     mode: str
     pids_max: int  # processes of one run (cgroup), or of the job's user (RLIMIT_NPROC)
 
-    def confine(self, run_id: str, memory_mb: int) -> Confinement:
+    def confine(self, run: RunIdentity, memory_mb: int) -> Confinement:
         """A new run's containment, before it is spawned."""
 
-    def reattach(self, run_id: str, memory_mb: int) -> Confinement:
+    def reattach(self, run: RunIdentity, memory_mb: int) -> Confinement:
         """The containment of a run an earlier executor started."""
 
     async def clean(self, executor_id: str, keep: set[str]) -> None:
@@ -76,7 +89,7 @@ class JobLimits(Protocol):
 
 
 def run_id(job_id: int, end_after: int, executor_id: str) -> str:
-    """A run's name for its cgroup and its processes' environment (RUN_ID_VARIABLE)."""
+    """A run's name (its cgroup's), unique to this executor (node and state folder)."""
     return f"job-{job_id}-{end_after}-{executor_id}"
 
 
@@ -177,8 +190,8 @@ class CgroupTree:
         dirs = [base / name for base in self.bases]
         return CgroupRun(dirs, dirs[0] / ("memory.events" if self.version == 2 else "memory.oom_control"))
 
-    def confine(self, run_id: str, memory_mb: int) -> CgroupRun:
-        run = self._run(run_id)
+    def confine(self, identity: RunIdentity, memory_mb: int) -> CgroupRun:
+        run = self._run(identity.name)
         for folder in run.dirs:
             folder.mkdir(exist_ok=True)
         limit = str(memory_mb * MiB)
@@ -198,8 +211,8 @@ class CgroupTree:
             raise
         return run
 
-    def reattach(self, run_id: str, memory_mb: int) -> CgroupRun:
-        return self._run(run_id)
+    def reattach(self, identity: RunIdentity, memory_mb: int) -> CgroupRun:
+        return self._run(identity.name)
 
     async def clean(self, executor_id: str, keep: set[str]) -> None:
         names = {folder.name for base in self.bases if base.is_dir() for folder in base.iterdir()
@@ -275,8 +288,8 @@ class ProcessWatchdog:
     def __init__(self, pids_max: int = PIDS_MAX) -> None:
         self.pids_max = pids_max
 
-    def confine(self, run_id: str, memory_mb: int) -> WatchedRun:
-        return WatchedRun(run_id, memory_mb * MiB)
+    def confine(self, identity: RunIdentity, memory_mb: int) -> WatchedRun:
+        return WatchedRun(identity, memory_mb * MiB)
 
     reattach = confine  # nothing of a run outlives its executor but its processes, found again alike
 
@@ -288,8 +301,8 @@ class WatchedRun:
     """A run's processes, found by scanning the process table (in a thread: a scan of thousands of
     processes takes a while, and the executor's event loop must not wait for it)."""
 
-    def __init__(self, run_id: str, memory_bytes: int) -> None:
-        self.run_id = run_id  # in the environment of this run's processes, and no other's
+    def __init__(self, identity: RunIdentity, memory_bytes: int) -> None:
+        self.identity = identity
         self.memory_bytes = memory_bytes
         self.known: dict[int, float] = {}  # pid: start time, of every process of the run found so far
         self.looked_at: dict[tuple[int, float], bool] = {}  # (pid, start): marked as the run's?
@@ -304,7 +317,7 @@ class WatchedRun:
         with contextlib.suppress(psutil.Error):
             self.known[pid] = psutil.Process(pid).create_time()
 
-    def _scan(self) -> list[psutil.Process]:
+    def scan(self) -> list[psutil.Process]:
         """One pass over the process table, linear in its size: the run's live processes (the
         processes of it known before, the same PID with the same start time, the processes marked
         as its, and every descendant of these), all known from now on, so a process reparented
@@ -322,7 +335,7 @@ class WatchedRun:
                 table[process.pid] = process, info
                 children[info["ppid"]].append(process.pid)
                 key = (process.pid, info["create_time"])
-                looked_at[key] = self.looked_at[key] if key in self.looked_at else self._carries_run_id(process)
+                looked_at[key] = self.looked_at[key] if key in self.looked_at else self._marked(process)
                 if self.known.get(process.pid) == info["create_time"] or looked_at[key]:
                     found.add(process.pid)
             to_visit = list(found)
@@ -336,15 +349,18 @@ class WatchedRun:
             self.known = {pid: table[pid][1]["create_time"] for pid in found}
             return [table[pid][0] for pid in found if table[pid][1]["status"] != psutil.STATUS_ZOMBIE]
 
-    def _carries_run_id(self, process: psutil.Process) -> bool:
+    def _marked(self, process: psutil.Process) -> bool:
+        """Whether the process is the run's user's and has the run's marker in its environment."""
+        marker, uid = self.identity.marker, self.identity.uid
         try:
-            return process.environ().get(RUN_ID_VARIABLE) == self.run_id
+            return bool(marker) and (uid is None or process.uids().real == uid) and \
+                process.environ().get(RUN_MARKER_VARIABLE) == marker
         except psutil.Error:
             return False
 
     def _signal_members(self, signum: int) -> int:
         """Signal the run's processes (psutil checks each PID's start time first); how many there were."""
-        members = self._scan()
+        members = self.scan()
         for process in members:
             with contextlib.suppress(psutil.Error):
                 process.send_signal(signum)
@@ -352,7 +368,7 @@ class WatchedRun:
 
     def _resident_bytes(self) -> int:
         resident = 0
-        for process in self._scan():
+        for process in self.scan():
             with contextlib.suppress(psutil.Error):
                 resident += process.memory_info().rss
         return resident
