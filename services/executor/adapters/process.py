@@ -4,8 +4,10 @@ end every process of the run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
+import select
 import shutil
 import signal
 from collections.abc import Awaitable, Callable
@@ -80,13 +82,15 @@ def read_cpu_seconds(path: Path) -> float | None:
 
 
 class JobProcess:
-    """A job's supervising shell (the leader of the job's process group and session), and the
-    confinement that holds every process of the run."""
+    """A job's supervising shell (the leader of the job's process group and session), held by a
+    pidfd (a signal never reaches another process that got its PID later), and the confinement
+    that holds every process of the run."""
 
-    def __init__(self, pid: int, create_time: float, exited: Callable[[], Awaitable[int | None]],
+    def __init__(self, pid: int, create_time: float, pidfd: int | None, exited: Callable[[], Awaitable[int | None]],
                  confinement: Confinement) -> None:
         self.pid = pid
         self.create_time = create_time
+        self.pidfd = pidfd  # None once the shell is gone
         self.confinement = confinement
         self.last_signal_sent = 0
         self.returncode: int | None = None  # the shell's: the job's status, or -signal if it was killed
@@ -104,34 +108,40 @@ class JobProcess:
             cwd="/", env=env, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
             start_new_session=True, umask=umask, pass_fds=pass_fds,
         )
-        try:
+        try:  # our child: its PID is not reused before we reap it (process.returncode set)
+            pidfd = os.pidfd_open(process.pid) if process.returncode is None else None
             create_time = psutil.Process(process.pid).create_time()
-        except psutil.NoSuchProcess:
-            create_time = 0.0  # already exited and reaped: there is nothing left to find later
-        return cls(process.pid, create_time, process.wait, confinement)
+        except (OSError, psutil.NoSuchProcess):
+            pidfd, create_time = None, 0.0  # already exited and reaped: there is nothing left to find later
+        return cls(process.pid, create_time, pidfd, process.wait, confinement)
 
     @classmethod
     def attach(cls, pid: int, create_time: float, status_file: Path, confinement: Confinement) -> JobProcess | None:
-        """Take over a job left running by an earlier executor (None if it is gone, or the PID reused)."""
+        """Take over a job left running by an earlier executor (None if it is gone, or the PID reused).
+        The pidfd is opened first: if the process then has the journaled start time, it is the one held."""
         try:
-            if abs(psutil.Process(pid).create_time() - create_time) > 0.01:
-                return None
-            descriptor = os.pidfd_open(pid)
-        except (psutil.Error, OSError):
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return None
+        try:
+            same = abs(psutil.Process(pid).create_time() - create_time) <= 0.01
+        except psutil.Error:
+            same = False
+        if not same:
+            os.close(pidfd)
             return None
 
         async def exited() -> int | None:
             loop = asyncio.get_running_loop()
             ready = loop.create_future()
-            loop.add_reader(descriptor, lambda: ready.done() or ready.set_result(None))
+            loop.add_reader(pidfd, lambda: ready.done() or ready.set_result(None))
             try:
                 await ready  # a pidfd becomes readable when its process exits: no polling
             finally:
-                loop.remove_reader(descriptor)
-                os.close(descriptor)
+                loop.remove_reader(pidfd)
             return read_status(status_file)
 
-        return cls(pid, create_time, exited, confinement)
+        return cls(pid, create_time, pidfd, exited, confinement)
 
     @classmethod
     def find(cls, status_file: Path, confinement: Confinement) -> JobProcess | None:
@@ -147,6 +157,9 @@ class JobProcess:
         if self._done is None:
             self._done = asyncio.ensure_future(self._exited())
         self.returncode = await asyncio.shield(self._done)
+        if self.pidfd is not None:  # the shell is gone: nothing is signalled by it any more
+            os.close(self.pidfd)
+            self.pidfd = None
         return self.returncode
 
     async def kill(self) -> None:
@@ -168,22 +181,11 @@ class JobProcess:
         await self.wait()
 
     async def _signal(self, signum: int) -> None:
-        signal_tree(self.pid, signum)
+        """The shell (by its pidfd) and its process group, while the shell has not exited (its PID,
+        the group's id, is still its own); every process of the run, by the confinement."""
+        if self.pidfd is not None and not select.select([self.pidfd], [], [], 0)[0]:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.pidfd, signum)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
         await self.confinement.signal(signum)
-
-
-def signal_tree(pid: int, signum: int) -> None:
-    """Signal the process group of `pid` and every descendant of `pid`, even ones that left the group."""
-    try:
-        descendants = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    try:
-        os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for child in descendants:
-        try:
-            child.send_signal(signum)
-        except psutil.Error:
-            pass
