@@ -13,7 +13,7 @@ import psutil
 
 from services.executor.adapters.limits import JobLimits, LimitsUnavailable, job_limits
 from services.executor.adapters.users import JobUser, JobUsers, UnknownJobUser
-from services.executor.core.users import ROOT_NAMES, JobUserSettingError, parse_umask, parse_user_map
+from services.executor.core.users import ROOT_NAMES, JobUserSettingError, parse_umask, parse_user_map, shared_users
 from services.executor.handlers import Executor, NodeConfig
 from shared.bus import JetStreamEventLog
 from shared.config import ConfigError, Settings
@@ -69,6 +69,9 @@ def job_users(settings: Settings) -> JobUsers:
     for user in (users.default, *users.by_account.values()):
         if user.uid == 0:
             raise ConfigError(f"jobs never run as root: {user.name!r} has uid 0 (DEFAULT_JOB_USER, JOB_USERS)")
+    shared = shared_users({account: user.name for account, user in users.by_account.items()}, users.default.name)
+    log.warning("accounts that share a job user can read each other's files: %s ('*': every account not in "
+                "JOB_USERS)", "; ".join(f"{user}: {', '.join(accounts)}" for user, accounts in shared.items()))
     return users
 
 

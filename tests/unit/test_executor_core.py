@@ -21,7 +21,7 @@ from services.executor.core.lifecycle import (
     outcome,
     requeued,
 )
-from services.executor.core.users import JobUserSettingError, parse_umask, parse_user_map
+from services.executor.core.users import JobUserSettingError, parse_umask, parse_user_map, shared_users
 from shared.config import ConfigError, load_settings
 from services.executor.core.logs import TAIL_MARKER, TAIL_THRESHOLD_BYTES, render_log
 from shared.events import JobSpec
@@ -97,6 +97,12 @@ def test_a_user_with_uid_0_under_another_name_is_refused(monkeypatch):
     assert job_users(load_settings({"JOB_USERS": "alpha:daemon"})).for_account("alpha").uid == 1
     with pytest.raises(ConfigError, match="uid 0"):
         job_users(load_settings({"JOB_USERS": "alpha:nobody,beta:toor"}))
+
+
+def test_the_users_shared_by_several_accounts_are_named():
+    assert shared_users({}, "nobody") == {"nobody": ["*"]}  # every account: one user
+    assert shared_users({"a": "alice", "b": "bob", "c": "nobody", "d": "bob"}, "nobody") == {
+        "nobody": ["*", "c"], "bob": ["b", "d"]}
 
 
 def test_the_containment_mode_is_checked():

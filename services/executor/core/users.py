@@ -22,6 +22,15 @@ def parse_user_map(entries: list[str]) -> dict[str, str]:
     return users
 
 
+def shared_users(by_account: dict[str, str], default: str) -> dict[str, list[str]]:
+    """The users that run the jobs of several accounts, with those accounts: such accounts can read
+    each other's files. The default user runs every account's jobs that JOB_USERS does not map ("*")."""
+    accounts: dict[str, list[str]] = {default: ["*"]}
+    for account, user in sorted(by_account.items()):
+        accounts.setdefault(user, []).append(account)
+    return {user: names for user, names in accounts.items() if len(names) > 1 or names == ["*"]}
+
+
 def parse_umask(text: str) -> int:
     """JOB_UMASK as an octal number (e.g. "077")."""
     try:
