@@ -332,3 +332,9 @@ async def test_a_job_of_the_executors_own_user_is_held_to_the_process_limit_too(
     finally:
         task.cancel()
         await executor.stop_jobs()
+
+
+async def test_a_job_whose_environment_names_an_unexportable_variable_fails(event_log, executor, tmp_path):
+    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "env"), "true", environment={"BAD-NAME": "x"}))
+    end = await eventually(lambda: finished(event_log, job_id), what="the end")
+    assert end.state == "FAILED" and "BAD-NAME" in end.error_msg

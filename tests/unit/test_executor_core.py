@@ -12,6 +12,7 @@ from services.executor.core.lifecycle import (
     LOST,
     LOST_MESSAGE,
     EndedBy,
+    UnexportableVariable,
     command_for,
     ended_by_memory,
     environment_script,
@@ -50,11 +51,15 @@ def test_none_of_the_executors_own_environment_reaches_the_job(monkeypatch):
 
 
 def test_the_jobs_environment_is_exported_quoted_so_that_nothing_in_it_runs():
-    environment = {"A": "it's $(touch pwned) `id` \\ ;x", "MULTI": "a\nb", "bad name;touch pwned": "x", "E": ""}
+    environment = {"A": "it's $(touch pwned) `id` \\ ;x", "MULTI": "a\nb", "E": ""}
     script = environment_script(environment) + 'printf "%s|%s|%s" "$A" "$MULTI" "${E-unset}"'
     shown = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env={}, check=True).stdout
     assert shown == f"{environment['A']}|a\nb|"
-    assert "bad name" not in script
+
+
+def test_a_variable_a_shell_cannot_export_is_refused_not_dropped():
+    with pytest.raises(UnexportableVariable, match="bad name;touch pwned"):
+        environment_script({"GOOD": "x", "bad name;touch pwned": "x"})
 
 
 def test_out_of_memory():

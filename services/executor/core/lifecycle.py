@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import signal
 from enum import Enum
 from typing import NamedTuple
 
+from shared.environment import VARIABLE_NAME
 from shared.events import JobSpec
 from shared.slurm_formats import format_limit
 
@@ -57,17 +57,22 @@ def job_environment(spec: JobSpec, job_id: int, node: str, user: str, home: str)
 
 # What the supervising shell (the executor's user) runs with: none of the job's variables.
 SUPERVISOR_ENVIRONMENT = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
-_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class UnexportableVariable(ValueError):
+    """A job's environment names a variable a shell cannot export (the gateway refuses it at submission)."""
 
 
 def environment_script(environment: dict[str, str]) -> str:
     """The job's environment as `export` lines for a POSIX shell, every value single-quoted (so
-    nothing in it is run); a variable whose name a shell cannot export is left out."""
+    nothing in it is run)."""
+    if bad := sorted(name for name in environment if not VARIABLE_NAME.match(name)):
+        raise UnexportableVariable(f"environment variable names a shell cannot export: {', '.join(map(repr, bad))}")
+
     def quoted(value: str) -> str:
         return "'" + value.replace("'", "'\\''") + "'"
 
-    return "".join(f"export {name}={quoted(value)}\n" for name, value in environment.items()
-                   if _VARIABLE_NAME.match(name))
+    return "".join(f"export {name}={quoted(value)}\n" for name, value in environment.items())
 
 
 def command_for(script: str, script_path: str) -> list[str]:

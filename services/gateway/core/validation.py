@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from services.gateway.core.views import decode_cursor
+from shared.environment import VARIABLE_NAME
 from shared.events import JobSpec
 from shared.paths import within_roots
 from shared.slurm_formats import FormatError, parse_memory_mb, parse_time_limit
@@ -78,7 +79,6 @@ def rule_error(loc: list, msg: str, value: Any) -> dict[str, Any]:
 
 
 _PATH = re.compile(r"`\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[[^\]]*\])*)`")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MISSING = re.compile(r"Object missing required field `([^`]+)`")
 # msgspec's messages, as FastAPI (pydantic 2) words them: (pattern, type, message template).
 _MESSAGES = [
@@ -210,7 +210,7 @@ def to_spec(
                                          f"must resolve inside the job roots: {':'.join(job_roots)}", path))
 
     for name, value in job.environment.items():
-        if not _ENV_NAME.match(name) or "\x00" in value:
+        if not VARIABLE_NAME.match(name) or "\x00" in value:
             errors.append(rule_error(["body", "job", "environment", name],
                                      "names are letters, digits and '_' (not first a digit); values have no NUL",
                                      value))
