@@ -133,10 +133,6 @@ def job_limits(mode: str, node: str, pids_max: int = PIDS_MAX, mounts: Path = Pa
     return ProcessWatchdog(pids_max)
 
 
-def _write(path: Path, value: str) -> None:
-    path.write_text(value)
-
-
 class CgroupTree:
     """This node's cgroups: `scns/<node>` in each hierarchy (one with v2), a cgroup per run below."""
 
@@ -164,10 +160,10 @@ class CgroupTree:
         """Enable memory and pids for our subtree (our folders hold no process: v2's rule)."""
         folder = mount
         for name in ("scns", node):
-            _write(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in CONTROLLERS))
+            (folder / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in CONTROLLERS))
             folder = folder / name
             folder.mkdir(exist_ok=True)
-        _write(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in CONTROLLERS))
+        (folder / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in CONTROLLERS))
         return cls([folder], 2, pids_max).probed()
 
     @classmethod
@@ -198,14 +194,14 @@ class CgroupTree:
         memory, pids = run.dirs[0], run.dirs[-1]
         try:
             if self.version == 2:
-                _write(memory / "memory.max", limit)
+                (memory / "memory.max").write_text(limit)
                 if (memory / "memory.swap.max").exists():
-                    _write(memory / "memory.swap.max", "0")
+                    (memory / "memory.swap.max").write_text("0")
             else:
-                _write(memory / "memory.limit_in_bytes", limit)
+                (memory / "memory.limit_in_bytes").write_text(limit)
                 if (memory / "memory.memsw.limit_in_bytes").exists():  # memory + swap: no swap beyond it
-                    _write(memory / "memory.memsw.limit_in_bytes", limit)
-            _write(pids / "pids.max", str(self.pids_max))
+                    (memory / "memory.memsw.limit_in_bytes").write_text(limit)
+            (pids / "pids.max").write_text(str(self.pids_max))
         except OSError:
             run.remove()
             raise
@@ -263,7 +259,7 @@ class CgroupRun:
         kill_file = self.dirs[0] / "cgroup.kill"  # v2 (5.14+): every member at once
         if kill_file.exists():
             with contextlib.suppress(OSError):
-                _write(kill_file, "1")
+                kill_file.write_text("1")
         while self.pids() and time.monotonic() < deadline:
             self._signal(signal.SIGKILL)  # again and again: a fork bomb forks between two reads
             await asyncio.sleep(0.01)
