@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from pathlib import Path
 
 import psutil
@@ -17,17 +16,17 @@ from services.executor.core.users import ROOT_NAMES, JobUserSettingError, parse_
 from services.executor.handlers import Executor, NodeConfig
 from shared.bus import JetStreamEventLog
 from shared.config import ConfigError, Settings
+from shared.events import NODE_NAME
 from shared.service import until_stopped
 
 log = logging.getLogger(__name__)
 
-_NODE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # it is a NATS subject token
 LIMIT_MODES = ("auto", "cgroup", "watchdog")
 
 
 def node_config(settings: Settings) -> NodeConfig:
     name = settings.node()
-    if not _NODE_NAME.match(name):
+    if not NODE_NAME.match(name):
         raise ConfigError(f"NODE_NAME {name!r} must be 1-64 letters, digits, '_' or '-'")
     roots = settings.roots()
     if not roots:

@@ -59,7 +59,7 @@ from services.executor.core.lifecycle import (
     requeued,
 )
 from services.executor.core.logs import TAIL_THRESHOLD_BYTES, render_log
-from shared.bus import JetStreamEventLog, decode_message
+from shared.bus import JetStreamEventLog, decode_message, is_request
 from shared.events import (
     HEARTBEAT_SUBJECT,
     LOGS_SUBJECT,
@@ -598,6 +598,8 @@ class Executor:
 
     async def serve_logs(self) -> None:
         async def on_request(msg) -> None:
+            if not is_request(msg):
+                return  # a delivery aimed at this subject, not a request: no file is read for it
             try:
                 reply = await self._logs(msgspec.json.decode(msg.data, type=LogRequest))
             except (msgspec.DecodeError, msgspec.ValidationError) as error:

@@ -231,6 +231,14 @@ async def test_the_query_route_never_shows_another_accounts_output(event_log, ex
     # Paths of the caller's choosing are not read (a request without a job, as an old gateway sends).
     by_path = await ask_logs(event_log, {"stdout": str(alices_output), "stderr": "/etc/shadow"})
     assert by_path.error and not by_path.stdout and not by_path.stderr
+    # Nor is a request answered whose reply is not an inbox (a JetStream delivery aimed at the
+    # subject, or an answer aimed elsewhere): answered in order, it would come before this one's.
+    aimed = await event_log.nc.subscribe("aimed.answers")
+    await event_log.nc.publish(LOGS_SUBJECT.format(node="n1"), msgspec.json.encode(LogRequest(job_id=alice_id)),
+                               reply="aimed.answers")
+    assert (await ask_logs(event_log, LogRequest(job_id=alice_id))).stdout == "alice-secret\n"
+    await event_log.nc.flush()
+    assert aimed.pending_msgs == 0
 
 
 # ---- memory and processes, in both containment modes ---------------------------------------------
