@@ -74,7 +74,7 @@ async def measure(jobs: int) -> dict:
         seconds = time.monotonic() - started
         await pool.close()
         await events.close()
-        return {"bench": "projector-rebuild", "events": total, "replayed": report.events,
+        return {"events": total, "replayed": report.events,
                 "seconds": round(seconds, 2), "events_per_s": round(report.events / seconds, 1)}
     finally:
         postgres.stop()
@@ -89,7 +89,7 @@ def main() -> int:
     result = asyncio.run(measure(max(1, args.events // 4)))
     print(f"projector rebuild: {result['replayed']} events in {result['seconds']} s = "
           f"{result['events_per_s']} events/s")
-    print(json.dumps(result))
+    print(json.dumps({"bench": "rebuild", **result}))
     return 0
 
 

@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import httpx  # noqa: E402
+from harness import job_folder, running_stack  # noqa: E402
 from rebuild import fill  # noqa: E402
 
 from services.scheduler.core.policy import fifo_first_fit  # noqa: E402
@@ -34,7 +35,6 @@ from services.scheduler.handlers import Scheduler, pid_of  # noqa: E402
 from services.scheduler.snapshots import SnapshotStore  # noqa: E402
 from shared.bus import JetStreamEventLog  # noqa: E402
 from shared.embedded import NatsServer, free_port  # noqa: E402
-from shared.stack import Stack, StackConfig  # noqa: E402
 
 
 async def time_to_catch_up(events: JetStreamEventLog, snapshots: SnapshotStore | None) -> tuple[float, Scheduler]:
@@ -62,7 +62,7 @@ async def catch_up(events_count: int, tail: int) -> dict:
         from_start, replayed = await time_to_catch_up(events, None)
         assert restored.state == replayed.state, "the snapshot and a full replay disagree"
         await events.close()
-        return {"bench": "scheduler-catch-up", "events": total, "snapshot_at": writer.state.last_seq,
+        return {"events": total, "snapshot_at": writer.state.last_seq,
                 "from_start_s": round(from_start, 3), "from_snapshot_s": round(from_snapshot, 3),
                 "from_start_events_per_s": round(total / from_start),
                 "speedup": round(from_start / from_snapshot, 1)}
@@ -72,16 +72,11 @@ async def catch_up(events_count: int, tail: int) -> dict:
 
 
 async def failover(rounds: int) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="scns-bench-failover-"))
-    home.chmod(0o755)
-    stack = Stack(StackConfig(home=home, nats_port=free_port(), pg_port=free_port(), api_port=free_port(),
-                              total_cpus=2, kill_grace_seconds=2.0, schedulers=2))
     times = []
-    try:
-        await asyncio.to_thread(stack.start)
+    with running_stack(schedulers=2) as stack:
         events = await stack.event_log("bench-failover")
         body = {"job": {"account": "bench", "name": "failover", "partition": "default",
-                        "current_working_directory": str(stack.config.work_dir / "bench"),
+                        "current_working_directory": str(job_folder(stack)),
                         "standard_output": "%j.out", "standard_error": "%j.err", "time_limit": "1"},
                 "script": "true\n"}
         headers = {"Authorization": f"Bearer {stack.token}"}
@@ -100,10 +95,7 @@ async def failover(rounds: int) -> dict:
                 stack.start_service(victim)  # back as a standby
                 await asyncio.sleep(2)  # let it catch up and settle before the next round
         await events.close()
-    finally:
-        await asyncio.to_thread(stack.stop)
-        shutil.rmtree(home, ignore_errors=True)
-    return {"bench": "scheduler-failover", "rounds": rounds, "kill_to_next_placement_s": {
+    return {"rounds": rounds, "kill_to_next_placement_s": {
         "p50": round(statistics.median(times), 3), "max": round(max(times), 3),
         "all": [round(t, 3) for t in times]}}
 
@@ -118,11 +110,11 @@ def main() -> int:
     print(f"scheduler catch-up over {caught['events']} events: from the start {caught['from_start_s']} s, "
           f"from a snapshot {caught['events'] - caught['snapshot_at']} events behind {caught['from_snapshot_s']} s "
           f"({caught['speedup']}x)")
-    print(json.dumps(caught))
+    print(json.dumps({"bench": "scheduler-catch-up", **caught}))
     over = asyncio.run(failover(args.rounds))
     print(f"scheduler fail-over (SIGKILL of the active one -> next job placed by the standby): "
           f"p50 {over['kill_to_next_placement_s']['p50']} s, max {over['kill_to_next_placement_s']['max']} s")
-    print(json.dumps(over))
+    print(json.dumps({"bench": "scheduler-failover", **over}))
     return 0
 
 
