@@ -1,0 +1,63 @@
+"""Benchmarks of a running stack through its HTTP API, each a run (or two at once) of the shared
+load generator, bench/loadgen.py. Each returns the load generator's figures for its mode."""
+
+from __future__ import annotations
+
+import httpx
+from harness import loadgen, loadgen_process, loadgen_result
+
+from shared.stack import Stack
+
+DRAIN_CLIENTS = 32
+QUERY_CLIENTS = 32
+
+
+def latency(stack: Stack, samples: int) -> dict:
+    """Submit -> RUNNING and submit -> finished, one job at a time on an idle system. No pause
+    jitter: the scheduler runs a pass whenever the log moves, it has no period to phase-lock to."""
+    return loadgen(stack, "latency", "--samples", str(samples), "--gap", "0.2", "--gap-jitter", "0")
+
+
+def cancel(stack: Stack, samples: int) -> dict:
+    """Cancel of a running `sleep`: until the query says CANCELLED; then whether it stays so and
+    the process is gone."""
+    figures = loadgen(stack, "cancel", "--samples", str(samples), "--settle", "1", "--gap", "0.2")
+    figures.pop("rows")  # one per sample; the summary says it all
+    return figures
+
+
+def hold_new_jobs(stack: Stack) -> None:
+    """Drain the node (an admin's `POST /admin/nodes/<node>/drain`): submissions are accepted and
+    stay PENDING, so the submit figures are the submit path alone, not shared with running jobs."""
+    url = f"{stack.config.api_url}/admin/nodes/{stack.config.node_name}/drain"
+    httpx.post(url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=10).raise_for_status()
+
+
+def submit(stack: Stack, jobs_by_clients: dict[int, int]) -> dict:
+    """Accepted submits per second, and their latency, at each number of concurrent clients."""
+    return {f"c{clients}": loadgen(stack, "submit", "--jobs", str(jobs), "--concurrency", str(clients))
+            for clients, jobs in jobs_by_clients.items()}
+
+
+def job_ids(stack: Stack, limit: int = 1000) -> list[str]:
+    response = httpx.get(f"{stack.config.api_url}/jobs", params={"limit": limit},
+                         headers={"Authorization": f"Bearer {stack.token}"}, timeout=10)
+    response.raise_for_status()
+    return [job["job_id"] for job in response.json()["jobs"]]
+
+
+def query(stack: Stack, seconds: float) -> dict:
+    """Queries of existing jobs by QUERY_CLIENTS clients: alone, then while as many clients submit."""
+    ids = ",".join(job_ids(stack))
+    query_args = ("--ids", ids, "--concurrency", str(QUERY_CLIENTS), "--duration", str(seconds))
+    idle = loadgen(stack, "query", *query_args)
+    # The submitters are bounded by time, not by count: they stop with the queries.
+    submitters = loadgen_process(stack, "submit", "--jobs", "1000000", "--concurrency", str(QUERY_CLIENTS),
+                                 "--timeout", str(seconds + 1), "--no-cleanup")
+    under_load = loadgen(stack, "query", *query_args)
+    return {"idle": idle, "under_submit_load": {**under_load, "submit_load": loadgen_result(submitters)}}
+
+
+def drain(stack: Stack, jobs: int) -> dict:
+    """`jobs` trivial jobs submitted at once, until every one is terminal."""
+    return loadgen(stack, "drain", "--jobs", str(jobs), "--concurrency", str(DRAIN_CLIENTS), "--timeout", "900")
