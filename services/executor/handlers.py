@@ -493,7 +493,8 @@ class Executor:
             command = with_environment(workdir, environment, command_for(spec.script, f"/proc/self/fd/{script}"))
             if user.uid != os.geteuid():
                 command = as_user(user.uid, user.gid, command)
-            command = with_process_limit(self.limits.pids_max, command)  # whoever runs it: the same bound
+            if self.limits.limits_user_processes:  # whoever runs it: the same bound
+                command = with_process_limit(self.limits.pids_max, command)
             status = self._status_path(job_id)
             status.parent.mkdir(mode=0o700, exist_ok=True)
             status.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from services.executor.adapters.limits import (
+    PIDS_MAX as DEFAULT_PIDS_MAX,
     RUN_MARKER_VARIABLE,
     CgroupTree,
     MiB,
@@ -36,11 +37,11 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root: only a root executor runs jobs as other users")]
 
 DAEMON, NOBODY = pwd.getpwnam("daemon").pw_uid, pwd.getpwnam("nobody").pw_uid
-PIDS_MAX = 64  # small, for the fork bomb
+PIDS_MAX = 64  # small, for the fork bomb (the jobs run as `daemon`, whose processes they alone are)
 
 
-def cgroups_or_skip() -> CgroupTree:
-    tree = CgroupTree.on_this_machine("n1", Path("/proc/mounts"), pids_max=PIDS_MAX)
+def cgroups_or_skip(pids_max: int = DEFAULT_PIDS_MAX) -> CgroupTree:
+    tree = CgroupTree.on_this_machine("n1", Path("/proc/mounts"), pids_max=pids_max)
     if tree is None:
         pytest.skip("cgroups are not usable here: the executor needs cgroup v2 with memory and pids, "
                     "or v1's memory and pids hierarchies, writable")
@@ -63,20 +64,32 @@ def node_config(tmp_path, jobs_root, keep_jobs_on_stop: bool = False) -> NodeCon
                       keep_jobs_on_stop=keep_jobs_on_stop, job_users=users)
 
 
+def limits_of(mode: str, pids_max: int = DEFAULT_PIDS_MAX):
+    return cgroups_or_skip(pids_max) if mode == "cgroup" else ProcessWatchdog(pids_max)
+
+
 @pytest.fixture(params=["cgroup", "watchdog"])
 def limits(request):
-    return cgroups_or_skip() if request.param == "cgroup" else ProcessWatchdog(pids_max=PIDS_MAX)
+    return limits_of(request.param)
+
+
+@pytest.fixture(params=["cgroup", "watchdog"])
+def few_processes(request):
+    """Limits with a small process cap: the fork bomb's only (under the watchdog it is the user's
+    RLIMIT_NPROC, which the killed bomb's processes still count until they are reaped)."""
+    return limits_of(request.param, PIDS_MAX)
 
 
 async def started_executor(event_log, config: NodeConfig, limits=None) -> tuple[Executor, list[asyncio.Task]]:
-    executor = Executor(event_log, config, limits=limits or ProcessWatchdog(pids_max=PIDS_MAX))
+    executor = Executor(event_log, config, limits=limits or ProcessWatchdog())
     await executor.recover()
     return executor, [asyncio.create_task(executor.consume()), asyncio.create_task(executor.serve_logs())]
 
 
 @pytest.fixture
 async def executor(event_log, tmp_path, jobs_root, request):
-    limits = request.getfixturevalue("limits") if "limits" in request.fixturenames else None
+    limits = next((request.getfixturevalue(name) for name in ("limits", "few_processes") if name in request.fixturenames),
+                  None)
     executor, tasks = await started_executor(event_log, node_config(tmp_path, jobs_root), limits)
     yield executor
     await stopped(executor, tasks)
@@ -253,7 +266,8 @@ async def test_a_job_past_its_memory_ends_out_of_memory(event_log, executor, job
     assert small.state == "COMPLETED"  # under its limit: not killed
 
 
-async def test_a_fork_bomb_is_contained_and_every_process_of_it_is_killed(event_log, executor, jobs_root, limits):
+async def test_a_fork_bomb_is_contained_and_every_process_of_it_is_killed(event_log, executor, jobs_root,
+                                                                         few_processes):
     script = "bomb() { bomb | bomb & }\nbomb\nsleep 3071\n"
     job_id, _ = await submit_and_allocate(event_log, spec(str(jobs_root / "bomb"), script, account="alice",
                                                           time_limit_s=4))
@@ -324,3 +338,15 @@ async def test_a_restarted_executor_reattaches_to_the_cgroup_and_removes_those_o
         assert not any((base / f"job-{job_id}-0-{second.executor_id}").exists() for base in cgroups.bases)
     finally:
         await stopped(second, tasks)
+
+
+async def test_under_a_cgroup_the_jobs_user_keeps_its_process_limit(event_log, tmp_path, jobs_root):
+    # pids.max counts the run's processes; RLIMIT_NPROC would count every process of the user on
+    # the machine (other jobs, daemons of a shared user like `nobody`) and fail the job's forks.
+    executor, tasks = await started_executor(event_log, node_config(tmp_path, jobs_root), cgroups_or_skip())
+    try:
+        _, end = await run_job(event_log, jobs_root / "ulimit", "ulimit -u", account="alice", stdout="out",
+                               stderr="out")
+        assert end.state == "COMPLETED" and (jobs_root / "ulimit" / "out").read_text().strip() != str(PIDS_MAX)
+    finally:
+        await stopped(executor, tasks)

@@ -23,7 +23,7 @@ async def test_services_reach_nats_over_tls_only_with_its_ca_and_their_certifica
         assert server.url.startswith("tls://")
         trusted = Settings(nats_url=server.url, nats_tls_ca=str(cert), nats_tls_cert=str(client_cert),
                            nats_tls_key=str(client_key))
-        events = await JetStreamEventLog.for_service(trusted, "tls-test", retry_for=5)
+        events = await JetStreamEventLog.for_service(trusted, "tls-test", retry_for=5, keeper=True)
         try:
             assert await events.last_seq() == 0  # connected, the stream made, over TLS
             assert events.nc.connected_url.scheme == "tls"

@@ -77,6 +77,9 @@ class Confinement(Protocol):
 class JobLimits(Protocol):
     mode: str
     pids_max: int  # processes of one run (cgroup), or of the job's user (RLIMIT_NPROC)
+    # RLIMIT_NPROC counts every process of the job's user on the machine (other jobs, daemons of a
+    # shared user like `nobody`): set only where no cgroup holds the run's count exactly.
+    limits_user_processes: bool
 
     def confine(self, run: RunIdentity, memory_mb: int) -> Confinement:
         """A new run's containment, before it is spawned."""
@@ -137,6 +140,7 @@ class CgroupTree:
     """This node's cgroups: `scns/<node>` in each hierarchy (one with v2), a cgroup per run below."""
 
     mode = "cgroup"
+    limits_user_processes = False  # pids.max counts the run's processes
 
     def __init__(self, bases: list[Path], version: int, pids_max: int = PIDS_MAX) -> None:
         self.bases = bases  # v1: [memory, pids]; v2: [unified]
@@ -280,6 +284,7 @@ class ProcessWatchdog:
     """Where no cgroup can be made: the memory of a run's processes polled, its processes tracked."""
 
     mode = "watchdog"
+    limits_user_processes = True
 
     def __init__(self, pids_max: int = PIDS_MAX) -> None:
         self.pids_max = pids_max
