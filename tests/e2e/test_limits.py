@@ -227,7 +227,9 @@ async def test_a_client_cannot_pick_its_address_with_x_forwarded_for(limited):
     async with limited.client("not-a-token") as guesser:
         statuses = [(await guesser.get("/jobs", headers={"X-Forwarded-For": f"198.51.100.{n}"})).status_code
                     for n in range(6)]
-        assert statuses == [401] * 5 + [429]
+        # One bucket for them all (what is left of it after the tests before): a fresh address each
+        # time would never run out, and six requests are more than a full bucket of five.
+        assert set(statuses) <= {401, 429} and 429 in statuses, statuses
 
         async def served():
             return (await guesser.get("/")).status_code == 200
