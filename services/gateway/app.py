@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -96,9 +97,9 @@ REBUILD_TIMEOUT_S = 3600.0
 NODES_READY_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 3.0  # then 503; a submission stored later is withdrawn (JobSubmitted.accept_until)
 METRICS_REFRESH_S = 10.0  # how fresh the figures OpenTelemetry's metric reader exports are
-MAX_STREAM_ACCOUNTS = 100_000
+MAX_STREAM_ACCOUNTS = 100_000  # job id -> account entries one /events stream remembers
 STREAM_RECHECK_S = 5.0  # an open /events stream re-checks its token this often (as events come)
-METRICS_MAX_AGE_S = 5.0  # /metrics answers from a snapshot this fresh: one computation at a time  # job id -> account entries one /events stream remembers
+METRICS_MAX_AGE_S = 5.0  # /metrics answers from a snapshot this fresh: one computation at a time
 MIN_ADMIN_TOKEN_CHARS = 32
 MAX_VOID_SUBMISSIONS = 3  # attempts at a submission for one request, each void if stored too late
 HEALTH_TIMEOUT_S = 2.0
@@ -107,7 +108,6 @@ DASHBOARD_JOBS = 20
 TOKEN_ID_HEX_DIGITS = 12  # of a token's SHA-256, in the audit trail: tells tokens apart, finds none
 PUBLIC_PATHS = frozenset({"/", "/health", "/metrics", "/openapi.json", "/asyncapi.json", "/docs", "/redoc"})
 UNLIMITED_PATHS = frozenset({"/health", "/metrics"})  # probes and scrapes are never rate limited
-# When authentication is off (no admin token, loopback only), every caller is this.
 
 
 @dataclass
@@ -125,6 +125,11 @@ class Gateway:
     last_metrics: MetricsSnapshot | None = None
     metrics_at: float = 0.0
     metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @cached_property
+    def job_roots(self) -> list[str]:
+        """Resolved once: it costs a few system calls that every submit would pay again."""
+        return self.settings.roots()
 
     async def job(self, job_id: int) -> JobRecord:
         if (record := await self.jobs.job(job_id)) is not None:
@@ -301,7 +306,7 @@ async def submit(request: Request) -> Response:
         await asyncio.wait_for(gateway.nodes.ready.wait(), NODES_READY_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise DependencyDown("NATS (event log): the node directory has not been read yet") from None
-    spec = to_spec(body, gateway.nodes.partitions(), gateway.settings.roots())
+    spec = to_spec(body, gateway.nodes.partitions(), gateway.job_roots)
     # The job's trace begins here: this span's context goes into the submission (and its headers).
     with tracer().start_as_current_span("publish JobSubmitted", kind=SpanKind.PRODUCER) as span:
         job_id = await gateway.submit(spec, request.headers.get("idempotency-key"), actor_of(request))
