@@ -372,15 +372,18 @@ class Executor:
         here = self._run_here(job_id)
         if here == end_after:
             return  # a redelivered allocation: this run was already started here
-        if await self._run_ended(job_id, end_after):
+        # Three reads of the log, at once: allocations are taken one at a time, so their round trips add up.
+        ended, submitted, cancel = await asyncio.gather(
+            self._run_ended(job_id, end_after), self.events.read(job_id),
+            self.events.last_on(SUBJECTS[JobCancelRequested].format(job_id=job_id)))
+        if ended:
             return  # already reported (the journal entry goes once the report is acked), or requeued
         if here is not None:
             raise PreviousRunStillEnding(f"job {job_id}: its previous run here is still being ended")
-        submitted = await self.events.read(job_id)
         if submitted is None or not isinstance(submitted.event, JobSubmitted):
             raise LookupError(f"allocation of job {job_id} names no submission in the log")
         run = Run(end_after, submitted.event.spec.requeue, traceparent, secrets.token_hex(16))
-        if await self.events.last_on(SUBJECTS[JobCancelRequested].format(job_id=job_id)) is not None:
+        if cancel is not None:
             # Cancelled while it was being allocated: it ends here without running.
             await self._finish(job_id, run, Outcome("CANCELLED", "0:0", None), started_at=None)
             return
