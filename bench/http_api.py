@@ -39,16 +39,24 @@ def submit(stack: Stack, jobs_by_clients: dict[int, int]) -> dict:
             for clients, jobs in jobs_by_clients.items()}
 
 
-def job_ids(stack: Stack, limit: int = 1000) -> list[str]:
-    response = httpx.get(f"{stack.config.api_url}/jobs", params={"limit": limit},
+def job_ids(stack: Stack) -> list[str]:
+    """The newest 1,000 jobs' ids."""
+    response = httpx.get(f"{stack.config.api_url}/jobs", params={"limit": 1000},
                          headers={"Authorization": f"Bearer {stack.token}"}, timeout=10)
     response.raise_for_status()
     return [job["job_id"] for job in response.json()["jobs"]]
 
 
+def queryable_ids(stack: Stack) -> list[str]:
+    """Jobs to query: those the benchmarks before left, or 200 submitted now (run alone by --only)."""
+    if not job_ids(stack):
+        loadgen(stack, "submit", "--jobs", "200", "--concurrency", "8", "--no-cleanup")
+    return job_ids(stack)
+
+
 def query(stack: Stack, seconds: float) -> dict:
     """Queries of existing jobs by QUERY_CLIENTS clients: alone, then while as many clients submit."""
-    ids = ",".join(job_ids(stack))
+    ids = ",".join(queryable_ids(stack))
     query_args = ("--ids", ids, "--concurrency", str(QUERY_CLIENTS), "--duration", str(seconds))
     idle = loadgen(stack, "query", *query_args)
     # The submitters are bounded by time, not by count: they stop with the queries.

@@ -7,7 +7,8 @@ original SCNS-Conductor) and one JSON line per benchmark, so runs can be compare
   cancel       cancel of a running job -> CANCELLED (stays so, process gone)
   submit       submit throughput and latency at 1, 32 and 128 concurrent clients
   query        query rate and latency of 32 clients, alone and under as many submitting
-  wrk          the gateway's submit ceiling, by wrk (bench/submit.lua) at 1, 32, 128 connections
+  wrk          the gateway's ceilings, by wrk: submit (bench/submit.lua) at 1, 32, 128 connections;
+               query (bench/query.lua) at 32, alone and under as many connections submitting
   sync-always  submit at 1, 32 and 128 clients with NATS fsyncing before every ack
   drain        1,000 and 10,000 trivial jobs with the executor declaring 2, 16 and 256 CPUs; the
                resident memory of each part at rest, after the largest drain and after a pause
@@ -98,7 +99,8 @@ def main_stack(sizes: Sizes, selected: set[str], record: Callable[[str, Callable
             http_api.hold_new_jobs(stack)
         record("submit", lambda: http_api.submit(stack, sizes.submit_jobs))
         record("query", lambda: http_api.query(stack, sizes.query_seconds))
-        record("wrk", lambda: wrk.submit_ceiling(stack, sizes.wrk_seconds, tuple(sizes.submit_jobs)))
+        record("wrk", lambda: wrk.ceilings(stack, sizes.wrk_seconds, tuple(sizes.submit_jobs),
+                                           http_api.queryable_ids(stack)))
 
 
 def sync_always(sizes: Sizes) -> dict:
@@ -173,11 +175,10 @@ def rows(sizes: Sizes) -> list[Row]:
         table.append(Row(f"submit latency, {counted(clients, 'client')}, p50 / p99 ms", "submit",
                          ((f"c{clients}", "submit_latency_ms", "p50"), (f"c{clients}", "submit_latency_ms", "p99"))))
     for clients in sizes.submit_jobs:
-        table.append(Row(f"submit (wrk), {counted(clients, 'connection')}, requests/s", "wrk", ((f"c{clients}", "requests_per_s"),),
-                         goal=2500, slurm="~1,000", original="~200"))
+        table.append(Row(f"submit (wrk), {counted(clients, 'connection')}, requests/s", "wrk",
+                         (("submit", f"c{clients}", "requests_per_s"),), goal=2500, slurm="~1,000", original="~200"))
         table.append(Row(f"submit (wrk), {counted(clients, 'connection')}, p50 / p99 ms", "wrk",
-                         ((f"c{clients}", "latency_ms", "p50"), (f"c{clients}", "latency_ms", "p99"))))
-    table.append(Row("submit (wrk)", "wrk", (("error",),)))
+                         (("submit", f"c{clients}", "latency_ms", "p50"), ("submit", f"c{clients}", "latency_ms", "p99"))))
     for clients in sizes.submit_jobs:
         table.append(Row(f"submit, sync always, {counted(clients, 'client')}, jobs/s", "sync-always",
                          ((f"c{clients}", "throughput_jobs_per_s"),), goal=2500, slurm="~1,000", original="~200"))
@@ -210,6 +211,13 @@ def rows(sizes: Sizes) -> list[Row]:
                          higher_is_better=False, original="~380"))
     table.append(Row("submits/s meanwhile (32 clients)", "query",
                      (("under_submit_load", "submit_load", "throughput_jobs_per_s"),)))
+    for load, label in (("alone", "alone"), ("under_submit_load", "under submit load")):
+        table.append(Row(f"query (wrk), 32 connections {label}, requests/s", "wrk", (("query", load, "requests_per_s"),),
+                         goal=3000, original="~240"))
+        table.append(Row(f"query (wrk), 32 connections {label}, p99 ms", "wrk",
+                         (("query", load, "latency_ms", "p99"),), goal=20, higher_is_better=False, original="~380"))
+    table.append(Row("submits/s meanwhile (wrk, 32 connections)", "wrk",
+                     (("query", "under_submit_load", "submit_load", "requests_per_s"),)))
     table.append(Row(f"projector rebuild of {sizes.rebuild_events:,} events, events/s", "rebuild", (("events_per_s",),)))
     table.append(Row(f"allocator, {sizes.allocator_pending[-1]:,} pending × {sizes.allocator_nodes[-1]:,} nodes: "
                      "decisions/s bulk / steady", "allocator",
@@ -261,6 +269,9 @@ def table_lines(sizes: Sizes, results: dict[str, dict]) -> list[str]:
                 ratio = f"{(values[0] / row.goal if row.higher_is_better else row.goal / values[0]):.2f}"
         ours = " / ".join(shown(value) for value in values)
         lines.append(f"| {row.label} | {ours} | {goal} | {ratio} | {row.slurm} | {row.original} |")
+    for name, figures in results.items():
+        if "error" in figures:  # its last line: the exception, or why it could not run
+            lines.append(f"| {name} | {figures['error'].strip().splitlines()[-1]} |  |  |  |  |")
     return lines
 
 

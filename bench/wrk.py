@@ -1,5 +1,6 @@
-"""The gateway's submit ceiling, measured by wrk (a C load generator, so the client costs little):
-POST /jobs/submit (bench/submit.lua) for a few seconds at each connection count."""
+"""The gateway's ceilings, measured by wrk (a C load generator, so the client takes little of the
+machine's CPU, unlike the Python one): submits (bench/submit.lua) for a few seconds at each
+connection count; queries (bench/query.lua) at 32 connections, alone and while 32 more submit."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from harness import job_folder
 
 from shared.stack import Stack
 
-SCRIPT = Path(__file__).resolve().parent / "submit.lua"
+HERE = Path(__file__).resolve().parent
 NOT_INSTALLED = "wrk not installed (apt install wrk)"
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+QUERY_CONNECTIONS = 32
 
 
 def milliseconds(text: str) -> float:
@@ -23,29 +25,37 @@ def milliseconds(text: str) -> float:
     return round(float(number) * UNITS_MS[unit], 2)
 
 
-def parse(output: str) -> dict:
+def figures(process: subprocess.Popen, seconds: int) -> dict:
+    stdout, stderr = process.communicate(timeout=seconds + 60)
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk failed ({process.returncode}): {stderr[-2000:]}")
     percentiles = {f"p{p}": milliseconds(value)
-                   for p, value in re.findall(r"^\s+(50|90|99)(?:\.000)?%\s+(\S+)$", output, re.M)}
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(r"Socket errors: (.*)$", output, re.M)
-    return {"requests": int(re.search(r"(\d+) requests in", output).group(1)),
-            "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+                   for p, value in re.findall(r"^\s+(50|90|99)(?:\.000)?%\s+(\S+)$", stdout, re.M)}
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", stdout)
+    errors = re.search(r"Socket errors: (.*)$", stdout, re.M)
+    return {"connections": int(re.search(r"(\d+) connections", stdout).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", stdout).group(1)),
+            "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", stdout).group(1)),
             "latency_ms": percentiles,
             "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
             "socket_errors": errors.group(1) if errors else None}
 
 
-def submit_ceiling(stack: Stack, seconds: int, connections: tuple[int, ...]) -> dict:
+def ceilings(stack: Stack, seconds: int, connections: tuple[int, ...], query_ids: list[str]) -> dict:
     binary = shutil.which("wrk")
     if binary is None:
         return {"error": NOT_INSTALLED}
-    env = {**os.environ, "BENCH_TOKEN": stack.token, "BENCH_JOB_CWD": str(job_folder(stack))}
-    results = {}
-    for count in connections:
+    env = {**os.environ, "BENCH_TOKEN": stack.token, "BENCH_JOB_CWD": str(job_folder(stack)),
+           "BENCH_JOB_IDS": ",".join(query_ids)}
+
+    def start(script: str, path: str, count: int) -> subprocess.Popen:
         command = [binary, "--threads", str(min(2, count)), "--connections", str(count), "--duration", f"{seconds}s",
-                   "--timeout", "10s", "--latency", "--script", str(SCRIPT), f"{stack.config.api_url}/jobs/submit"]
-        run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
-        if run.returncode != 0:
-            raise RuntimeError(f"wrk failed ({run.returncode}): {run.stderr[-2000:]}")
-        results[f"c{count}"] = parse(run.stdout)
-    return results
+                   "--timeout", "10s", "--latency", "--script", str(HERE / script), f"{stack.config.api_url}{path}"]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    submit = {f"c{count}": figures(start("submit.lua", "/jobs/submit", count), seconds) for count in connections}
+    alone = figures(start("query.lua", "/", QUERY_CONNECTIONS), seconds)
+    submitting = start("submit.lua", "/jobs/submit", QUERY_CONNECTIONS)
+    under_load = figures(start("query.lua", "/", QUERY_CONNECTIONS), seconds)
+    return {"submit": submit,
+            "query": {"alone": alone, "under_submit_load": {**under_load, "submit_load": figures(submitting, seconds)}}}
