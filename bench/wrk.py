@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from harness import job_folder
+from http_api import wait_for_projector
 
 from shared.stack import Stack
 
@@ -53,9 +54,17 @@ def ceilings(stack: Stack, seconds: int, connections: tuple[int, ...], query_ids
                    "--timeout", "10s", "--latency", "--script", str(HERE / script), f"{stack.config.api_url}{path}"]
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
-    submit = {f"c{count}": figures(start("submit.lua", "/jobs/submit", count), seconds) for count in connections}
+    # Before each phase, the read model catches up with the submits of the one before.
+    caught_up_after_s = []
+    submit = {}
+    for count in connections:
+        caught_up_after_s.append(wait_for_projector(stack))
+        submit[f"c{count}"] = figures(start("submit.lua", "/jobs/submit", count), seconds)
+    caught_up_after_s.append(wait_for_projector(stack))
     alone = figures(start("query.lua", "/", QUERY_CONNECTIONS), seconds)
+    caught_up_after_s.append(wait_for_projector(stack))
     submitting = start("submit.lua", "/jobs/submit", QUERY_CONNECTIONS)
     under_load = figures(start("query.lua", "/", QUERY_CONNECTIONS), seconds)
     return {"submit": submit,
-            "query": {"alone": alone, "under_submit_load": {**under_load, "submit_load": figures(submitting, seconds)}}}
+            "query": {"alone": alone, "under_submit_load": {**under_load, "submit_load": figures(submitting, seconds)}},
+            "projector_catch_up_s": caught_up_after_s}
