@@ -1,6 +1,7 @@
 """The JetStream event log, as every service uses it: connect, publish an event, read it back.
 
-The stream is created idempotently by whoever connects first. Publishing waits for the
+The stream is made by its keeper (the scheduler, or an admin's tool) and checked by everyone
+who connects: a stream configured so that events could be lost is refused. Publishing waits for the
 JetStream ack, so an event returned from `publish` is durable. `Nats-Msg-Id` makes a retried
 publish of the same decision a no-op within the dedup window; consumers are idempotent beyond it.
 """
