@@ -82,8 +82,8 @@ QUICK = Sizes(latency_samples=5, cancel_samples=3, submit_jobs={1: 50, 32: 200, 
               rebuild_events=50_000, durability_events=1000, recovery_events=10_000, failover_rounds=2,
               tracing_jobs=200)
 
-# Each benchmark of the default stack runs on one stack, in this order: the node takes jobs for
-# the first two, then it is drained (http_api.hold_new_jobs) for the rest.
+# These share one stack (2 CPUs), in this order: its node takes jobs for the first two, then it is
+# drained (http_api.hold_new_jobs) so that the submits of the rest stay PENDING.
 ON_MAIN_STACK = ("latency", "cancel", "submit", "query", "wrk")
 NAMES = (*ON_MAIN_STACK, "sync-always", "drain", "allocator", "rebuild", "durability", "recovery", "tracing")
 GOAL_DRAIN = {2: 100, 16: 300, 256: 400}
