@@ -336,8 +336,10 @@ class WatchedRun:
                 table[process.pid] = process, info
                 children[info["ppid"]].append(process.pid)
                 key = (process.pid, info["create_time"])
-                looked_at[key] = self.looked_at[key] if key in self.looked_at else self._marked(process)
-                if self.known.get(process.pid) == info["create_time"] or looked_at[key]:
+                marked = self.looked_at[key] if key in self.looked_at else self._marked(process)
+                if marked is not None:
+                    looked_at[key] = marked
+                if self.known.get(process.pid) == info["create_time"] or marked:
                     found.add(process.pid)
             to_visit = list(found)
             while to_visit:
@@ -350,14 +352,17 @@ class WatchedRun:
             self.known = {pid: table[pid][1]["create_time"] for pid in found}
             return [table[pid][0] for pid in found if table[pid][1]["status"] != psutil.STATUS_ZOMBIE]
 
-    def _marked(self, process: psutil.Process) -> bool:
-        """Whether the process is the run's user's and has the run's marker in its environment."""
+    def _marked(self, process: psutil.Process) -> bool | None:
+        """Whether the process is the run's user's and has the run's marker in its environment; None
+        when that cannot be told for good yet (a process of the run's user without the marker now,
+        or unreadable: caught between fork and exec, say), so it is looked at again next time."""
         marker, uid = self.identity.marker, self.identity.uid
         try:
-            return bool(marker) and (uid is None or process.uids().real == uid) and \
-                process.environ().get(RUN_MARKER_VARIABLE) == marker
+            if not marker or (uid is not None and process.uids().real != uid):
+                return False
+            return True if process.environ().get(RUN_MARKER_VARIABLE) == marker else None
         except psutil.Error:
-            return False
+            return None
 
     def _signal_members(self, signum: int) -> int:
         """Signal the run's processes (psutil checks each PID's start time first); how many there were."""
