@@ -7,7 +7,7 @@ from shared.bus import JetStreamEventLog
 from shared.embedded import free_port
 from shared.stack import Stack, StackConfig
 
-from .helpers import assert_nothing_refused_by_nats
+from .helpers import running_stack
 
 
 @pytest.fixture(scope="session")
@@ -17,10 +17,7 @@ def stack(scratch) -> Stack:
                          total_cpus=2, total_memory_mb=8192, kill_grace_seconds=2.0,
                          extra_env={"PROJECTION_STALL_SECONDS": "2", "HEARTBEAT_SECONDS": "0.5",
                                     "NODE_TIMEOUT_SECONDS": "3"})
-    running = Stack(config).start()
-    yield running
-    running.stop()
-    assert_nothing_refused_by_nats(running)
+    yield from running_stack(config)
 
 
 @pytest.fixture

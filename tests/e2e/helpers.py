@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from shared.stack import Stack, StackConfig
+
 from ..conftest import eventually
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
@@ -38,9 +42,13 @@ async def until_state(api, job_id: str, states: set[str], timeout: float = 60.0,
     return await eventually(check, timeout, what=f"job {job_id} to reach {states}")
 
 
-def assert_nothing_refused_by_nats(stack) -> None:
-    """Every service did its work within its NATS permissions: a missing grant shows up only as a
-    permission violation in its log (and a retry or a timeout), so look there."""
+def running_stack(config: StackConfig) -> Iterator[Stack]:
+    """A fixture's stack: started, then stopped; and every service did its work within its NATS
+    permissions — a missing grant shows up only as a permission violation in its log (and a
+    retry or a timeout), so the logs are looked at once it has stopped."""
+    stack = Stack(config).start()
+    yield stack
+    stack.stop()
     refused = [f"{log.name}: {line}" for log in stack.logs.glob("*.log") if log.name != "nats-server.log"
                for line in log.read_text(errors="replace").splitlines() if "permissions violation" in line.lower()]
     assert not refused, "\n".join(refused[:20])

@@ -28,7 +28,7 @@ from shared.events import (
 from shared.stack import Stack, StackConfig
 
 from ..conftest import eventually
-from .helpers import TERMINAL, assert_nothing_refused_by_nats, job
+from .helpers import TERMINAL, job, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -47,10 +47,7 @@ def stack(scratch) -> Stack:
                          total_cpus=2, total_memory_mb=8192, kill_grace_seconds=2.0, schedulers=2,
                          extra_env={"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "15",
                                     "SCHEDULER_LEASE_SECONDS": "2", "SNAPSHOT_EVERY_EVENTS": "50"})
-    running = Stack(config).start()
-    yield running
-    running.stop()
-    assert_nothing_refused_by_nats(running)
+    yield from running_stack(config)
 
 
 class SteadyLoad:

@@ -14,7 +14,7 @@ from shared.otlp_receiver import OtlpReceiver
 from shared.stack import Stack, StackConfig
 
 from ..conftest import eventually
-from .helpers import TERMINAL, assert_nothing_refused_by_nats, job, submit, until_state
+from .helpers import TERMINAL, job, running_stack, submit, until_state
 
 pytestmark = pytest.mark.e2e
 
@@ -31,10 +31,7 @@ def stack(scratch, receiver) -> Iterator[Stack]:
                          total_cpus=2, total_memory_mb=8192, kill_grace_seconds=2.0,
                          extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
                                     "OTEL_METRIC_EXPORT_INTERVAL": "500"})
-    running = Stack(config).start()
-    yield running
-    running.stop()
-    assert_nothing_refused_by_nats(running)
+    yield from running_stack(config)
 
 
 @pytest.fixture
