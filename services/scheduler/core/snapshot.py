@@ -7,8 +7,11 @@ assumed before they were read back are in the snapshot and applied again without
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import msgspec
 
+from services.scheduler.core.capacity import FreeCapacity
 from services.scheduler.core.state import SchedulerState
 
 # Bump whenever SchedulerState changes shape: older snapshots are then ignored (a full replay).
@@ -22,7 +25,8 @@ class Snapshot(msgspec.Struct, frozen=True):
 
 
 def encode_snapshot(state: SchedulerState, log_id: str) -> bytes:
-    return msgspec.msgpack.encode(Snapshot(SNAPSHOT_FORMAT, log_id, state))
+    # The index of free capacity is derived from the nodes: a restored state builds it again.
+    return msgspec.msgpack.encode(Snapshot(SNAPSHOT_FORMAT, log_id, replace(state, capacity=FreeCapacity())))
 
 
 def decode_snapshot(data: bytes, log_id: str) -> SchedulerState | None:

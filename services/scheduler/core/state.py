@@ -8,11 +8,13 @@ at once ("state plus the plan so far") and again when they come back from the lo
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import reduce
 
+from services.scheduler.core.capacity import FreeCapacity
 from shared.events import (
     AnyEvent,
     JobAllocated,
@@ -76,7 +78,9 @@ class Placement:
 @dataclass(slots=True)
 class SchedulerState:
     nodes: dict[str, Node] = field(default_factory=dict)
-    # partition -> job id -> job, in submission order (ids increase with the stream sequence).
+    # partition -> job id -> job, in submission order (ids increase with the stream sequence). Each an
+    # OrderedDict (see `queue`): a plain dict leaves a hole where its head was popped, and every pass
+    # would step over all of them to reach its first job (msgspec stores them, and gives them back, as dicts).
     queues: dict[str, dict[int, PendingJob]] = field(default_factory=dict)
     placed: dict[int, Placement] = field(default_factory=dict)
     # job id -> why it is to be cancelled before it starts ("" when its owner asked)
@@ -86,6 +90,20 @@ class SchedulerState:
     leader: str = ""  # the scheduler elected last: the only one whose decisions the log takes
     election_seq: int = 0  # where that election is in the log; decisions are published only while it is last
     last_seq: int = 0
+    # Derived from `nodes`, kept in step with them, never stored (see encode_snapshot).
+    capacity: FreeCapacity = field(default_factory=FreeCapacity, compare=False, repr=False)
+
+    def free_capacity(self) -> FreeCapacity:
+        """The index of the nodes' free room, built first if this state has none yet."""
+        if not self.capacity.built:
+            self.capacity.rebuild(self.nodes.values())
+        return self.capacity
+
+    def queue(self, partition: str) -> dict[int, PendingJob]:
+        queue = self.queues.get(partition)
+        if type(queue) is not OrderedDict:  # new, or a plain dict read from a snapshot
+            queue = self.queues[partition] = OrderedDict(queue or {})
+        return queue
 
     def pending(self, job_id: int) -> PendingJob | None:
         for queue in self.queues.values():
@@ -106,10 +124,10 @@ class SchedulerState:
 
     def _enqueue(self, job: PendingJob) -> None:
         """Queue a job in its place by submission order (a requeued job goes back where it was)."""
-        queue = self.queues.setdefault(job.partition, {})
+        queue = self.queue(job.partition)
         queue[job.job_id] = job
         if any(other > job.job_id for other in queue):
-            self.queues[job.partition] = dict(sorted(queue.items()))
+            self.queues[job.partition] = OrderedDict(sorted(queue.items()))
 
     def _unplace(self, job_id: int) -> Placement | None:
         """Free what a job's run held on its node."""
@@ -119,6 +137,7 @@ class SchedulerState:
             node.used_cpus -= placement.cpus
             node.used_memory_mb -= placement.memory_mb
             node.jobs.discard(job_id)
+            self.capacity.refresh(node)
         return placement
 
 
@@ -130,7 +149,7 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
     match event:
         case JobSubmitted(spec=spec):
             if seq > state.last_seq:
-                state.queues.setdefault(spec.partition, {})[seq] = PendingJob(
+                state.queue(spec.partition)[seq] = PendingJob(
                     seq, spec.partition, spec.cpus, spec.memory_mb, spec.exclusive, spec.requeue,
                     traceparent=event.traceparent, submitted_at=event.submitted_at,
                 )
@@ -150,6 +169,7 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
                     node.used_cpus += cpus
                     node.used_memory_mb += memory_mb
                     node.jobs.add(job_id)
+                    state.capacity.refresh(node)
                     if not node.alive:  # decided just before its NodeDown, stored just after it
                         state.lost[job_id] = name
         case JobCancelled(job_id=job_id):
@@ -170,12 +190,15 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
             if node := state.nodes.get(name):
                 node.cpus, node.memory_mb, node.partitions, node.alive = cpus, memory_mb, tuple(partitions), True
             else:
-                state.nodes[name] = Node(name, cpus, memory_mb, tuple(partitions))
+                node = state.nodes[name] = Node(name, cpus, memory_mb, tuple(partitions))
+            state.capacity.refresh(node)
         case NodeDrained(node=name) | NodeResumed(node=name) if name in state.nodes:
             state.nodes[name].drained = isinstance(event, NodeDrained)
+            state.capacity.refresh(state.nodes[name])
         case NodeDown(node=name):
             if node := state.nodes.get(name):
                 node.alive = False
+                state.capacity.refresh(node)
             for job_id, placement in state.placed.items():
                 if placement.node == name:
                     state.lost[job_id] = name
