@@ -79,7 +79,7 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
             else:
                 value_cases.append(f"                {pattern}) return;;")
         words = " ".join(command.positional_choices)
-        positional = (f'COMPREPLY=($(compgen -f -- "$cur"))' if command.files
+        positional = ('COMPREPLY=($(compgen -f -- "$cur"))' if command.files
                       else f'COMPREPLY=($(compgen -W "{words}" -- "$cur"))' if words else "return")
         cases.append(f"""        {command.name})
             case "$prev" in

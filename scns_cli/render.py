@@ -231,6 +231,9 @@ def parse_format(text: str, known: str) -> list[str | Field]:
         position = match.end()
     if position < len(text):
         parts.append(text[position:])
+    for part in parts:
+        if isinstance(part, str) and part != "%" and "%" in part:
+            raise ValueError(f"--format: {part.strip()!r} is not a field (%[.][width]X)")
     if not any(isinstance(part, Field) for part in parts):
         raise ValueError(f"--format {text!r} has no field")
     return parts
