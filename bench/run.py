@@ -10,8 +10,9 @@ original SCNS-Conductor) and one JSON line per benchmark, so runs can be compare
   wrk          the gateway's ceilings, by wrk: submit (bench/submit.lua) at 1, 32, 128 connections;
                query (bench/query.lua) at 32, alone and under as many connections submitting
   sync-always  submit at 1, 32 and 128 clients with NATS fsyncing before every ack
-  drain        1,000 and 10,000 trivial jobs with the executor declaring 2, 16 and 256 CPUs; the
-               resident memory of each part at rest, after the largest drain and after a pause
+  drain        1,000 and 10,000 trivial jobs with the executor declaring 2, 16 and 256 CPUs; the CPU
+               time each part took per job (bench/cpu.py); the resident memory of each part at
+               rest, after the largest drain and after a pause
   allocator    the pure allocator's cost per decision over a grid of pending jobs x nodes
   rebuild      the projector replaying 1,000,000 events into a fresh read model
   durability   JetStream publish rates: one server (default sync, sync always), 3 servers R3
@@ -41,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import allocator  # noqa: E402
+import cpu  # noqa: E402
 import durability  # noqa: E402
 import http_api  # noqa: E402
 import memory  # noqa: E402
@@ -89,6 +91,7 @@ NAMES = (*ON_MAIN_STACK, "sync-always", "drain", "allocator", "rebuild", "durabi
 GOAL_DRAIN = {2: 100, 16: 300, 256: 400}
 SLURM_DRAIN = {2: "2", 16: "16", 256: "74–84"}
 MEMORY_PARTS = ("gateway", "projector", "scheduler", "executor", "nats", "postgres")
+CPU_PARTS = ("total", "jobs", "executor", "loadgen", "gateway", "projector", "nats", "scheduler", "postgres")
 
 
 def main_stack(sizes: Sizes, selected: set[str], record: Callable[[str, Callable[[], dict]], None]) -> None:
@@ -118,7 +121,9 @@ def drains(sizes: Sizes) -> dict:
             if watch_memory:
                 resident["at_rest"] = memory.resident_mb(stack)
             for jobs in sizes.drain_jobs:
-                runs[f"{cpus}cpus-{jobs}"] = http_api.drain(stack, jobs)
+                before = cpu.cpu_seconds(stack)
+                run = runs[f"{cpus}cpus-{jobs}"] = http_api.drain(stack, jobs)
+                run["cpu_ms_per_job"] = cpu.ms_per_job(before, cpu.cpu_seconds(stack), jobs, run["client_cpu_s"])
             if watch_memory:
                 resident["after_drain"] = memory.resident_mb(stack)
                 time.sleep(sizes.settle_seconds)
@@ -202,6 +207,8 @@ def rows(sizes: Sizes) -> list[Row]:
     last = f"{sizes.drain_cpus[-1]}cpus-{sizes.drain_jobs[-1]}"
     table.append(Row(f"submit while draining ({last}), jobs/s", "drain",
                      (("runs", last, "submit_throughput_jobs_per_s"),)))
+    table.append(Row(f"CPU ms per job ({last}): {' / '.join(CPU_PARTS)}", "drain",
+                     tuple(("runs", last, "cpu_ms_per_job", part) for part in CPU_PARTS)))
     table.append(Row("drains: lost / wrong state / wrong stdout", "drain",
                      (("faults", "lost_never_terminal"), ("faults", "wrong_terminal_state"), ("faults", "bad_stdout"))))
     for load, label in (("idle", "alone"), ("under_submit_load", "under submit load")):
