@@ -264,7 +264,8 @@ class Executor:
             return
         await self._kill(process, confinement)  # its submission is not to be read: it cannot be supervised
         status = read_status(status_path)
-        if status is None and process is None and spec is not None and not self._started_path(job_id).exists():
+        started = status_path.exists() or self._legacy_started_path(job_id).exists()
+        if status is None and process is None and spec is not None and not started:
             # Its executor stopped between journaling it and spawning it: it never ran. It runs now.
             log.info("job %d was allocated here but never started: starting it", job_id, extra={"job_id": job_id})
             self._launch(job_id, submitted.event, entry.run)
@@ -290,12 +291,13 @@ class Executor:
     def _identity(self, job_id: int, run: Run, uid: int | None) -> RunIdentity:
         return RunIdentity(self._run_id(job_id, run), run.marker, uid)
 
-    def _started_path(self, job_id: int) -> Path:
-        """Made by the job's supervising shell before it starts the job (see SUPERVISOR)."""
-        return self.node.state_dir / "status" / f"{job_id}.started"
-
     def _status_path(self, job_id: int) -> Path:
+        """Made (empty) by the job's supervising shell before it starts the job, its status written at the end."""
         return self.node.state_dir / "status" / str(job_id)
+
+    def _legacy_started_path(self, job_id: int) -> Path:
+        """What an older supervising shell made before it started the job (a run of it may still run)."""
+        return self.node.state_dir / "status" / f"{job_id}.started"
 
     def _script_path(self, job_id: int) -> Path:
         return self.node.state_dir / "scripts" / f"{job_id}.sh"
@@ -501,7 +503,6 @@ class Executor:
             status = self._status_path(job_id)
             status.parent.mkdir(mode=0o700, exist_ok=True)
             status.unlink(missing_ok=True)
-            self._started_path(job_id).unlink(missing_ok=True)
             confinement = self.limits.confine(self._identity(job_id, run, user.uid), spec.memory_mb)
             try:
                 return await JobProcess.spawn(command, SUPERVISOR_ENVIRONMENT, stdout, stderr, status, umask,
@@ -576,7 +577,7 @@ class Executor:
         self._script_path(job_id).unlink(missing_ok=True)
         self._environment_path(job_id).unlink(missing_ok=True)
         self._status_path(job_id).unlink(missing_ok=True)
-        self._started_path(job_id).unlink(missing_ok=True)
+        self._legacy_started_path(job_id).unlink(missing_ok=True)
 
     async def stop_jobs(self) -> None:
         """On shutdown: leave the jobs running for the next executor to reattach to (the default),

@@ -1,11 +1,13 @@
 import asyncio
 import dataclasses
 import os
+import signal
 
 import psutil
 import pytest
 
 from services.executor.adapters.limits import ProcessWatchdog
+from services.executor.adapters.process import read_status
 from services.executor.adapters.users import JobUser, JobUsers
 from services.executor.handlers import Executor, JournalEntry, NodeConfig
 from shared.events import (
@@ -223,7 +225,8 @@ async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_lo
     if not pid_journaled:
         first._write_journal(JournalEntry(job_id=job_id))  # as written just before the spawn
     if ends_while_away:
-        await eventually(lambda: (tmp_path / "state" / "status" / str(job_id)).exists(), what="the job to end")
+        await eventually(lambda: read_status(tmp_path / "state" / "status" / str(job_id)) is not None,
+                         what="the job to end")
     second = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
     await second.recover()
     try:
@@ -232,6 +235,38 @@ async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_lo
         assert all(started.pid > 0 for started in await job_events(event_log, job_id, JobStarted))
         assert (tmp_path / "job" / f"out-{job_id}").read_text() == "done\n"
         assert len(await job_events(event_log, job_id, JobFinished)) == 1
+    finally:
+        await second.stop_jobs()
+
+
+@pytest.mark.parametrize("left", ["empty", "cut", "legacy-started"])
+async def test_a_run_whose_shell_died_unrecorded_while_no_executor_watched_is_lost_not_run_again(event_log, tmp_path,
+                                                                                                 left):
+    """The shell was killed after it started the job, before its status was whole (or, from an older
+    executor, with only its ".started" marker): the end is lost (NODE_FAIL), never misread, never run again."""
+    cwd = tmp_path / "job"
+    first = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
+    consuming = asyncio.create_task(first.consume())
+    job_id, _ = await submit_and_allocate(event_log, spec(str(cwd), "echo run >> runs.txt\nsleep 3042\n"))
+    (started,) = await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
+    await eventually(lambda: (cwd / "runs.txt").exists(), what="the job to run")
+    consuming.cancel()
+    await first.stop_jobs()
+    os.killpg(started.pid, signal.SIGKILL)  # the shell and the job, at once
+    await eventually(lambda: not processes_with("3042"), what="the job to be killed")
+    status = tmp_path / "state" / "status" / str(job_id)
+    if left == "cut":
+        status.write_text("13")  # "137\n" cut short: never to be read as exit code 13
+    elif left == "legacy-started":
+        status.unlink()
+        status.with_name(f"{job_id}.started").touch()
+    second = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
+    await second.recover()
+    try:
+        end = await eventually(lambda: finished(event_log, job_id), what="the end")
+        assert (end.state, end.exit_code) == ("NODE_FAIL", "0:9")
+        assert (cwd / "runs.txt").read_text() == "run\n" and job_id not in second.running
+        assert not any(status.parent.iterdir())  # its files went with it
     finally:
         await second.stop_jobs()
 

@@ -183,3 +183,12 @@ def test_the_cpu_time_the_supervising_shell_recorded(tmp_path):
     assert read_status(status) == 3 and read_cpu_seconds(status) == 62.75
     status.write_text("3\n")  # written by an older supervisor: the status, no times
     assert read_status(status) == 3 and read_cpu_seconds(status) is None
+
+
+def test_a_status_cut_short_by_a_killed_shell_is_never_misread(tmp_path):
+    status = tmp_path / "status"
+    for cut in ("", "13", "137"):  # "137\n" cut short: the shell writes its status in place
+        status.write_text(cut)
+        assert read_status(status) is None and read_cpu_seconds(status) is None
+    status.write_text("137\n0m0.010000s 0m0.000000s\n1m2.500000s 0m0.2")  # the times cut short
+    assert read_status(status) == 137 and read_cpu_seconds(status) is None

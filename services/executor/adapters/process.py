@@ -23,13 +23,16 @@ from services.executor.core.lifecycle import CLEAN_PATH
 # its files), that records how it ended in a status file (the exit status, then `times`: the CPU
 # time used), so that an executor restarted meanwhile still learns the true exit status ($0 is
 # the status file). First it joins the run's cgroups (the files before "--"), so that everything
-# the job forks is in them; before it starts the job it makes "$0.started", so a run without it
-# never started. The shell traps (not ignores: the job keeps the default) SIGTERM, SIGINT and
-# SIGHUP, so a cancel reaches the job, the job gets its grace period, and the shell still records its end.
+# the job forks is in them; before it starts the job it makes the status file, empty, so a run
+# without one never started. The shell traps (not ignores: the job keeps the default) SIGTERM,
+# SIGINT and SIGHUP, so a cancel reaches the job, the job gets its grace period, and the shell
+# still records its end. The status is written in place, not renamed into place (an `mv` would
+# cost a process per job): the executor reads it only once the shell is gone, and a shell killed
+# while writing it leaves at most a first line without its newline, which read_status refuses.
 SUPERVISOR = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; ' \
-             ': > "$0.started"; trap : TERM INT HUP; "$@" & wait $!; code=$?; ' \
+             ': > "$0"; trap : TERM INT HUP; "$@" & wait $!; code=$?; ' \
              'while kill -0 $! 2>/dev/null; do wait $!; code=$?; done; ' \
-             '{ echo "$code"; times; } > "$0.tmp" && mv "$0.tmp" "$0"; exit "$code"'
+             '{ echo "$code"; times; } > "$0"; exit "$code"'
 
 
 def as_user(uid: int, gid: int, command: list[str]) -> list[str]:
@@ -63,9 +66,12 @@ def _tool(name: str) -> str:
 
 
 def read_status(path: Path) -> int | None:
-    """The job's exit status as its supervising shell recorded it, or None (it did not end by itself)."""
+    """The job's exit status as its supervising shell recorded it, or None (it did not end by
+    itself, or its shell was killed before the status line was whole: only a line ended by its
+    newline is read, so a cut "137" is never taken for 13)."""
     try:
-        return int(path.read_text().split("\n", 1)[0].strip())
+        line, newline, _ = path.read_text().partition("\n")
+        return int(line) if newline else None
     except (OSError, ValueError):
         return None
 
@@ -74,10 +80,12 @@ def read_cpu_seconds(path: Path) -> float | None:
     """The CPU time (user + system) the job's processes used, as its supervising shell recorded it
     (the children line of `times`: "0m1.250000s 0m0.030000s"), or None."""
     try:
-        children = path.read_text().splitlines()[2].split()
+        lines = path.read_text().split("\n")
+        if len(lines) < 4:  # the third line is whole once its newline is written
+            return None
         return sum(int(minutes) * 60 + float(seconds.rstrip("s"))
-                   for minutes, seconds in (value.split("m") for value in children))
-    except (OSError, IndexError, ValueError):
+                   for minutes, seconds in (value.split("m") for value in lines[2].split()))
+    except (OSError, ValueError):
         return None
 
 
