@@ -32,9 +32,8 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from opentelemetry.trace import SpanKind
-from psycopg_pool import AsyncConnectionPool
 
-from services.gateway.adapters.jobs import PostgresJobView
+from services.gateway.adapters.jobs import PostgresJobView, read_pool
 from services.gateway.adapters.logs import NatsLogReader
 from services.gateway.adapters.nodes import NodeDirectory
 from services.gateway.adapters.tokens import NatsTokenStore, TokenNameTaken
@@ -134,7 +133,10 @@ class Gateway:
     async def job(self, job_id: int) -> JobRecord:
         if (record := await self.jobs.job(job_id)) is not None:
             return record
-        # Acknowledged but not projected yet: the log itself knows the job.
+        return await self.unprojected_job(job_id)
+
+    async def unprojected_job(self, job_id: int) -> JobRecord:
+        """Acknowledged but not projected yet: the log itself knows the job."""
         delivered = await self.nats(self.events.read(job_id), "event log")
         if delivered is None or not isinstance(delivered.event, JobSubmitted):
             raise JobNotFound(job_id)
@@ -145,6 +147,16 @@ class Gateway:
         job = await self.job(job_id)
         check_account(principal, job.account, action)
         return job
+
+    async def queried_job(self, principal: Principal, job_id: int) -> tuple[JobRecord, str]:
+        """A job and why it waits, for a query: one read of the read model once it is projected."""
+        if (found := await self.jobs.job_in_queue(job_id)) is None:
+            job = await self.unprojected_job(job_id)
+            check_account(principal, job.account, "query")
+            return job, await self.reason(job)
+        job, jobs_ahead = found
+        check_account(principal, job.account, "query")
+        return job, pending_reason(job, self.nodes.partition_live(job.partition), jobs_ahead)
 
     async def reason(self, job: JobRecord) -> str:
         if job.state != "PENDING" or job.node:
@@ -317,11 +329,11 @@ async def submit(request: Request) -> Response:
 @get("/jobs/query/{job_id:str}")
 async def query(request: Request, job_id: FromPath[str]) -> Response:
     gateway = gateway_of(request)
-    job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "query")
+    job, reason = await gateway.queried_job(principal_of(request), parse_job_id(job_id))
     linked_to_job(job, "query")
     stdout, stderr, available = await gateway.logs.read(job)
     headers = {} if available else {"X-Log-Unavailable": job.node}
-    return json_response(query_response(job, stdout, stderr, await gateway.reason(job), utcnow()), headers=headers)
+    return json_response(query_response(job, stdout, stderr, reason, utcnow()), headers=headers)
 
 
 @post("/jobs/cancel/{job_id:str}", status_code=200)
@@ -667,10 +679,7 @@ def create_app(settings: Settings, traced: bool = False, metered: bool = False) 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         events = await JetStreamEventLog.for_service(settings, "scns-gateway")
-        # Checked on checkout: after a PostgreSQL restart a stale connection is replaced, not used.
-        pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=16, open=False,
-                                   check=AsyncConnectionPool.check_connection,
-                                   kwargs={"options": f"-c search_path={LIVE_SCHEMA}"})
+        pool = read_pool(settings.database_url, LIVE_SCHEMA)
         await pool.open(wait=False)
         try:
             await events.check_not_behind(await PostgresJobView(pool).position())

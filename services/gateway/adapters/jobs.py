@@ -16,7 +16,25 @@ from services.gateway.errors import DependencyDown
 
 JOB_COLUMNS = ", ".join(JobRecord.__struct_fields__)
 NODE_COLUMNS = ", ".join(NodeRecord.__struct_fields__)
+# Of a row of `jobs`: whether it is pending, unplaced, behind an earlier unplaced job of its
+# partition (the subquery runs only for an unplaced pending job: CASE evaluates lazily).
+AHEAD = ("case when state = 'PENDING' and node = '' then exists(select 1 from jobs ahead"
+         " where ahead.partition = jobs.partition and ahead.state = 'PENDING' and ahead.node = ''"
+         " and ahead.job_id < jobs.job_id) else false end")
 READ_MODEL_TIMEOUT_S = 2.0  # a read (connection and query) takes at most this long, else 503
+POOL_SIZE = (2, 16)
+
+
+def read_pool(database_url: str, schema: str) -> AsyncConnectionPool:
+    """The gateway's connections to the read model, not opened yet.
+
+    Autocommit: the gateway only reads, one statement at a time, so no transaction is left open
+    that the pool would have to end (a commit or rollback: a round trip per read). No check on
+    checkout either (another round trip per read): a connection that the server dropped is found
+    by the read itself, which is then retried (`PostgresJobView`).
+    """
+    return AsyncConnectionPool(database_url, min_size=POOL_SIZE[0], max_size=POOL_SIZE[1], open=False,
+                               kwargs={"options": f"-c search_path={schema}", "autocommit": True})
 
 
 class PostgresJobView:
@@ -42,6 +60,16 @@ class PostgresJobView:
             raise DependencyDown("PostgreSQL (read model) has no schema yet: is the projector running?") from error
 
     async def _run(self, sql: str, params: tuple, row_type: type | None) -> list[Any]:
+        try:
+            return await self._read(sql, params, row_type)
+        except psycopg.OperationalError:
+            # Most likely a connection the server dropped (it restarted): its idle siblings are
+            # dropped too, so the pool is checked once rather than each connection at checkout.
+            # Reads are idempotent: one more try, on a sound connection.
+            await self.pool.check()
+            return await self._read(sql, params, row_type)
+
+    async def _read(self, sql: str, params: tuple, row_type: type | None) -> list[Any]:
         async with self.pool.connection(timeout=READ_MODEL_TIMEOUT_S) as conn:
             cursor = conn.cursor(row_factory=class_row(row_type) if row_type else tuple_row)
             await cursor.execute(sql, params)
@@ -73,6 +101,15 @@ class PostgresJobView:
     async def job(self, job_id: int) -> JobRecord | None:
         rows = await self._fetch(f"select {JOB_COLUMNS} from jobs where job_id = %s", (job_id,), JobRecord)
         return rows[0] if rows else None
+
+    async def job_in_queue(self, job_id: int) -> tuple[JobRecord, bool] | None:
+        """The job, and whether it waits behind an earlier job of its partition (`jobs_ahead`), in
+        one round trip: what a query needs."""
+        rows = await self._fetch(f"select {JOB_COLUMNS}, {AHEAD} from jobs where job_id = %s", (job_id,))
+        if not rows:
+            return None
+        *columns, ahead = rows[0]
+        return JobRecord(**dict(zip(JobRecord.__struct_fields__, columns))), ahead
 
     async def jobs_ahead(self, job: JobRecord) -> bool:
         """Whether an earlier job of the same partition is still waiting to be placed."""
