@@ -39,6 +39,7 @@ from scns_cli.view import JobFilter, QueueView, end_of, exit_status, is_end, sum
 CONFIRM_ABOVE = 5  # cancel asks before cancelling more jobs than this
 MAX_REASONS = 100  # queue reads the reason of at most this many pending jobs (one query each)
 WAIT_SAFETY_POLL_S = 30.0  # submit --wait also checks the query this often, should an event be missed
+WATCH_REASONS_EVERY_S = 2.0  # queue --watch reads the pending jobs' reasons again at most this often
 LOG_POLL_S = (0.25, 2.0)  # logs -f: first and longest interval between reads (no event carries output)
 
 
@@ -353,7 +354,8 @@ def watch_queue(args, ctx: Context, selection: JobFilter) -> int:
     """The listing, then the event stream applied to it; redrawn when something changed (and every
     second on a terminal, for the TIME column). The stream starts after the newest job the read
     model had before the listing was read, so every event the listing may lack is replayed (a
-    replayed event changes nothing)."""
+    replayed event changes nothing). After events that change who waits for what, the pending
+    jobs' reasons are read again (GET /jobs/query), at most every WATCH_REASONS_EVERY_S."""
     api = ctx.api
     newest = next(iter(api.get("/jobs", limit=1)["jobs"]), None)
     after = int(newest["job_id"]) if newest else None
@@ -363,7 +365,7 @@ def watch_queue(args, ctx: Context, selection: JobFilter) -> int:
     add_reasons(ctx, view.shown(selection))
     draw = Redraw(ctx, args)
     draw(view.shown(selection))
-    reasons_stale = False
+    reasons_stale, reasons_read = False, time.monotonic()
     try:
         while True:
             try:
@@ -389,9 +391,9 @@ def watch_queue(args, ctx: Context, selection: JobFilter) -> int:
                 except queue.Empty:
                     item = None
             shown = view.shown(selection)
-            if reasons_stale:
+            if reasons_stale and time.monotonic() - reasons_read >= WATCH_REASONS_EVERY_S:
                 add_reasons(ctx, shown)
-                reasons_stale = False
+                reasons_stale, reasons_read = False, time.monotonic()
             if changed or ctx.interactive:
                 draw(shown)
     except KeyboardInterrupt:
