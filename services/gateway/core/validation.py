@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -156,8 +157,10 @@ def to_spec(
     partitions: dict[str, PartitionCapacity],
     job_roots: list[str],
     data_source: str = "API",
+    inside_roots: Callable[[str, list[str]], bool] = within_roots,
 ) -> JobSpec:
-    """Apply every rule of API.md; all failures are reported together."""
+    """Apply every rule of API.md; all failures are reported together. `inside_roots(path, job_roots)`
+    says whether a path resolves inside the roots (the file system's answer: given, as core is pure)."""
     job = request.job
     errors: list[dict[str, Any]] = []
 
@@ -199,13 +202,13 @@ def to_spec(
     cwd = job.current_working_directory
     if not posixpath.isabs(cwd):
         errors.append(rule_error(["body", "job", "current_working_directory"], "must be an absolute path", cwd))
-    elif not within_roots(cwd, job_roots):
+    elif not inside_roots(cwd, job_roots):
         errors.append(rule_error(["body", "job", "current_working_directory"],
                                  f"must be inside the job roots: {':'.join(job_roots)}", cwd))
     else:
         for field in ("standard_output", "standard_error"):
             path = getattr(job, field)
-            if not within_roots(posixpath.join(cwd, path.replace("%j", "0")), job_roots):
+            if not inside_roots(posixpath.join(cwd, path.replace("%j", "0")), job_roots):
                 errors.append(rule_error(["body", "job", field],
                                          f"must resolve inside the job roots: {':'.join(job_roots)}", path))
 
