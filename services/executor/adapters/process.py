@@ -26,13 +26,14 @@ from services.executor.core.lifecycle import CLEAN_PATH
 # the job forks is in them; before it starts the job it makes the status file, empty, so a run
 # without one never started. The shell traps (not ignores: the job keeps the default) SIGTERM,
 # SIGINT and SIGHUP, so a cancel reaches the job, the job gets its grace period, and the shell
-# still records its end. The status is written in place, not renamed into place (an `mv` would
-# cost a process per job): the executor reads it only once the shell is gone, and a shell killed
-# while writing it leaves at most a first line without its newline, which read_status refuses.
+# still records its end. The status is appended to that file, not renamed into place (an `mv`
+# would cost a process per job) nor written over it (ext4 flushes a file emptied by a truncation
+# when it is closed): the executor reads it only once the shell is gone, and a shell killed while
+# writing it leaves at most a first line without its newline, which read_status refuses.
 SUPERVISOR = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; ' \
              ': > "$0"; trap : TERM INT HUP; "$@" & wait $!; code=$?; ' \
              'while kill -0 $! 2>/dev/null; do wait $!; code=$?; done; ' \
-             '{ echo "$code"; times; } > "$0"; exit "$code"'
+             '{ echo "$code"; times; } >> "$0"; exit "$code"'
 
 
 def as_user(uid: int, gid: int, command: list[str]) -> list[str]:
