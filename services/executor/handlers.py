@@ -214,22 +214,43 @@ class Executor:
     def _journal_path(self, job_id: int) -> Path:
         return self.journal_dir / f"{job_id}.json"
 
-    def _write_journal(self, entry: JournalEntry) -> None:
-        path = self._journal_path(entry.job_id)
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "wb") as file:
-            file.write(msgspec.json.encode(entry))
-            file.flush()
-            os.fsync(file.fileno())
-        temporary.replace(path)
+    def _write_journal(self, entry: JournalEntry, durable: bool = True) -> None:
+        """Append an entry to the run's journal file: its last whole entry counts. Appended, not
+        renamed into place, so a write cut short by a crash leaves the entry before it intact (a
+        JSON object cut short never decodes), and no file is made per write. `durable` (fsync)
+        for the entry written before the spawn: that one makes the start at-most-once, even
+        across a power loss."""
+        descriptor = os.open(self._journal_path(entry.job_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                             0o600)
+        try:
+            # (after a newline: one cut short before it, without its own, is not glued to it)
+            os.write(descriptor, b"\n" + msgspec.json.encode(entry) + b"\n")
+            if durable:
+                os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def _read_journal(self, job_id: int) -> JournalEntry | None:
+        """The last whole entry of the run's journal file; None when it has none, only one cut short
+        by a crash before it was synced, so before anything was spawned. (An older executor's file
+        holds one entry without a newline.) Raises FileNotFoundError when there is no such file."""
+        entry = None
+        for line in self._journal_path(job_id).read_bytes().split(b"\n"):
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                entry = msgspec.json.decode(line, type=JournalEntry)
+        return entry
 
     async def recover(self) -> None:
         """Take over the jobs an earlier executor of this node left (its journal)."""
         for path in sorted(self.journal_dir.glob("*.json")):
             try:
-                entry = msgspec.json.decode(path.read_bytes(), type=JournalEntry)
-            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as error:
+                entry = self._read_journal(int(path.stem))
+            except (OSError, ValueError) as error:
                 log.error("unreadable journal entry %s (%s): left in place", path, error)
+                continue
+            if entry is None:  # its executor died while writing it, before the spawn: the allocation comes again
+                log.warning("journal entry %s was cut short before its run was started: removed", path)
+                path.unlink(missing_ok=True)
                 continue
             await self._recover(entry)
         await self.limits.clean(self.executor_id, {self._run_id(job_id, running.run)
@@ -250,7 +271,7 @@ class Executor:
         if process is not None and not entry.pid:
             entry = JournalEntry.of(job_id, entry.run, process.pid, process.create_time,
                                     datetime.fromtimestamp(process.create_time, timezone.utc))
-            self._write_journal(entry)
+            self._write_journal(entry, durable=False)  # (see _run)
         if await self._run_ended(job_id, entry.end_after):
             await self._kill(process, confinement)  # declared lost or requeued meanwhile, or its end reported
             self._forget(job_id)
@@ -410,9 +431,10 @@ class Executor:
         if (running := self.running.get(job_id)) is not None:
             return running.run.end_after
         try:
-            return msgspec.json.decode(self._journal_path(job_id).read_bytes(), type=JournalEntry).end_after
+            entry = self._read_journal(job_id)
         except FileNotFoundError:
             return None
+        return entry.end_after if entry is not None else None
 
     async def _run_ended(self, job_id: int, end_after: int) -> bool:
         """Whether that run of the job has its end in the log: anything after the event it began after."""
@@ -430,7 +452,12 @@ class Executor:
         if running.submitted_at is not None:
             JOB_WAIT.record((started_at - running.submitted_at).total_seconds())
         try:
-            self._write_journal(JournalEntry.of(job_id, running.run, process.pid, process.create_time, started_at))
+            # Not synced: the PID only spares a restarted executor a search of the process table
+            # (JobProcess.find). An executor that crashes leaves it in the page cache; a power loss
+            # ends the job too, so the PID would name no process, and the entry before it (synced,
+            # kept whole: appended to) still says the run was journaled.
+            self._write_journal(JournalEntry.of(job_id, running.run, process.pid, process.create_time, started_at),
+                                durable=False)
             await self._report_started(job_id, running, process.pid, started_at)
         except Exception as error:  # a full disk, say: the job must not outlive its report
             log.exception("job %d: could not record its start", job_id, extra={"job_id": job_id})

@@ -3,6 +3,7 @@ import dataclasses
 import os
 import signal
 
+import msgspec
 import psutil
 import pytest
 
@@ -281,6 +282,44 @@ async def test_a_run_journaled_but_never_spawned_before_its_executor_died_runs_o
         end = await eventually(lambda: finished(event_log, job_id), what="the job's end")
         assert end.state == "COMPLETED" and (cwd / "runs.txt").read_text() == "once\n"
     finally:
+        await executor.stop_jobs()
+
+
+def test_the_last_whole_journal_entry_counts_and_one_cut_short_never_does(event_log, tmp_path):
+    executor = Executor(event_log, node_config(tmp_path))
+    journal = tmp_path / "state" / "jobs" / "7.json"
+    journal.write_bytes(msgspec.json.encode(JournalEntry(job_id=7, end_after=3)))  # an older executor's: no newline
+    assert executor._read_journal(7) == JournalEntry(job_id=7, end_after=3)
+    journal.unlink()
+    executor._write_journal(JournalEntry(job_id=7, end_after=3))
+    executor._write_journal(JournalEntry(job_id=7, pid=4242, end_after=3), durable=False)
+    assert executor._read_journal(7).pid == 4242
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-5])  # the PID entry cut short by a crash: the one before it counts
+    assert executor._read_journal(7) == JournalEntry(job_id=7, end_after=3)
+    journal.write_bytes(whole[:20])  # the first entry cut short: there is none
+    assert executor._read_journal(7) is None and executor._run_here(7) is None
+    executor._write_journal(JournalEntry(job_id=7, end_after=5))  # the allocation again: after the cut one
+    assert executor._read_journal(7) == JournalEntry(job_id=7, end_after=5)
+
+
+async def test_a_run_whose_first_journal_entry_was_cut_short_runs_once_when_its_allocation_comes_again(event_log,
+                                                                                                      tmp_path):
+    cwd = tmp_path / "job"
+    job_id, _ = await submit_and_allocate(event_log, spec(str(cwd), "echo once >> runs.txt\n"))
+    executor = Executor(event_log, node_config(tmp_path))
+    journal = tmp_path / "state" / "jobs" / f"{job_id}.json"
+    journal.write_bytes(msgspec.json.encode(JournalEntry(job_id=job_id))[:15])  # the executor died writing it
+    await executor.recover()
+    assert not journal.exists()
+    journal.write_bytes(msgspec.json.encode(JournalEntry(job_id=job_id))[:15])  # or it is read when the allocation comes
+    consuming = asyncio.create_task(executor.consume())
+    try:
+        end = await eventually(lambda: finished(event_log, job_id), what="the job's end")
+        assert end.state == "COMPLETED" and (cwd / "runs.txt").read_text() == "once\n"
+        assert len(await job_events(event_log, job_id, JobStarted)) == 1
+    finally:
+        consuming.cancel()
         await executor.stop_jobs()
 
 

@@ -25,7 +25,7 @@ from services.executor.adapters.limits import (
 )
 from services.executor.adapters.users import JobUser, JobUsers
 from services.executor.core.lifecycle import CLEAN_PATH
-from services.executor.handlers import Executor, JournalEntry, NodeConfig
+from services.executor.handlers import Executor, NodeConfig
 from shared.events import LOGS_SUBJECT, JobCancelRequested, JobStarted
 from shared.rpc import LogReply, LogRequest
 
@@ -297,7 +297,7 @@ async def test_the_watchdog_counts_a_process_with_the_runs_secret_only_if_it_is_
     job_id, _ = await submit_and_allocate(event_log, spec(str(jobs_root / "victim"), "sleep 3093\n", account="alice"))
     (sleep,) = await eventually(lambda: with_argument("3093"), what="the job's sleep")
     marker = sleep.environ()[RUN_MARKER_VARIABLE]  # read as root: the job's user alone could, otherwise
-    journaled = msgspec.json.decode((executor.journal_dir / f"{job_id}.json").read_bytes(), type=JournalEntry)
+    journaled = executor._read_journal(job_id)
     assert journaled.marker == marker and len(marker) == 32  # a restarted executor finds the run's processes again
     await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
     await eventually(lambda: finished(event_log, job_id), what="the end")
