@@ -10,6 +10,7 @@ import resource
 import select
 import shutil
 import signal
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -90,6 +91,17 @@ def read_cpu_seconds(path: Path) -> float | None:
         return None
 
 
+async def _exit_of(pidfd: int) -> None:
+    """Returns when the process of the pidfd has exited: the pidfd becomes readable (no polling)."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(pidfd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(pidfd)
+
+
 class JobProcess:
     """A job's supervising shell (the leader of the job's process group and session), held by a
     pidfd (a signal never reaches another process that got its PID later), and the confinement
@@ -112,17 +124,26 @@ class JobProcess:
                     umask: int, confinement: Confinement, pass_fds: tuple[int, ...] = ()) -> JobProcess:
         """Start the job's supervising shell in "/" with the open output files and the descriptors
         the command reads (no path is looked up again, so no symlink swapped in meanwhile is followed)."""
-        process = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", SUPERVISOR, str(status_file), *confinement.join_files, "--", *command,
-            cwd="/", env=env, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+        # Not asyncio's subprocesses: its child watcher (3.11) starts a thread per child to wait for
+        # it, where the pidfd we hold anyway says when it exited, and Popen.wait then reaps it at once.
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", SUPERVISOR, str(status_file), *confinement.join_files, "--", *command],
+            cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
             start_new_session=True, umask=umask, pass_fds=pass_fds,
         )
-        try:  # our child: its PID is not reused before we reap it (process.returncode set)
-            pidfd = os.pidfd_open(process.pid) if process.returncode is None else None
+        try:  # our child, not reaped until Popen.wait: its PID is its own (a zombie's at worst)
+            pidfd = os.pidfd_open(process.pid)
             create_time = psutil.Process(process.pid).create_time()
-        except (OSError, psutil.NoSuchProcess):
-            pidfd, create_time = None, 0.0  # already exited and reaped: there is nothing left to find later
-        return cls(process.pid, create_time, pidfd, process.wait, confinement)
+        except BaseException:
+            process.kill()  # (out of descriptors, say) it is not to run unwatched
+            process.wait()
+            raise
+
+        async def exited() -> int:
+            await _exit_of(pidfd)
+            return process.wait()
+
+        return cls(process.pid, create_time, pidfd, exited, confinement)
 
     @classmethod
     def attach(cls, pid: int, create_time: float, status_file: Path, confinement: Confinement) -> JobProcess | None:
@@ -141,13 +162,7 @@ class JobProcess:
             return None
 
         async def exited() -> int | None:
-            loop = asyncio.get_running_loop()
-            ready = loop.create_future()
-            loop.add_reader(pidfd, lambda: ready.done() or ready.set_result(None))
-            try:
-                await ready  # a pidfd becomes readable when its process exits: no polling
-            finally:
-                loop.remove_reader(pidfd)
+            await _exit_of(pidfd)
             return read_status(status_file)
 
         return cls(pid, create_time, pidfd, exited, confinement)
