@@ -220,15 +220,12 @@ class Executor:
         JSON object cut short never decodes), and no file is made per write. `durable` (fsync)
         for the entry written before the spawn: that one makes the start at-most-once, even
         across a power loss."""
-        descriptor = os.open(self._journal_path(entry.job_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                             0o600)
-        try:
+        with open(self._journal_path(entry.job_id), "ab") as file:
             # (after a newline: one cut short before it, without its own, is not glued to it)
-            os.write(descriptor, b"\n" + msgspec.json.encode(entry) + b"\n")
+            file.write(b"\n" + msgspec.json.encode(entry) + b"\n")
+            file.flush()
             if durable:
-                os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+                os.fsync(file.fileno())
 
     def _read_journal(self, job_id: int) -> JournalEntry | None:
         """The last whole entry of the run's journal file; None when it has none, only one cut short
