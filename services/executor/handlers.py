@@ -91,6 +91,7 @@ log = logging.getLogger(__name__)
 # executor is delivered again after this; the journal makes that harmless.
 ALLOCATION_ACK_WAIT_S = 10
 REDELIVERY_DELAY_S = 1.0
+HANDLED_AT_ONCE = 32  # jobs whose messages of one batch are handled at once
 SHUTDOWN_REPORT_S = 10.0  # beyond the kill grace period, for the reports to be acked
 # OpenTelemetry histograms (no-op unless OTEL_* configures metrics): the /metrics page has the
 # same figures from the read model, but OpenTelemetry has no observable histogram.
@@ -350,11 +351,34 @@ class Executor:
                 except asyncio.TimeoutError:  # nats-py raises both its own and the plain one
                     self.events.give_up_if_stopping()
                     continue
-                for msg in messages:
-                    await self._process(msg)
+                await self._process_batch(messages)
         finally:
             # Withdraw interest at once, so nothing more is delivered to an executor that stops.
             await sub.unsubscribe()
+
+    async def _process_batch(self, messages: list) -> None:
+        """Handle a batch: the messages of one job in order, those of different jobs at once (an
+        allocation waits for three reads of the log, so a burst of them handled one by one waits
+        for all those round trips); a message of no job (NodeDown) alone, after those before it."""
+        lanes: dict[str, list] = {}
+        for msg in messages:
+            if msg.subject.startswith("scns.job."):
+                lanes.setdefault(msg.subject.split(".")[2], []).append(msg)
+            else:
+                await self._process_lanes(lanes)
+                lanes = {}
+                await self._process(msg)
+        await self._process_lanes(lanes)
+
+    async def _process_lanes(self, lanes: dict[str, list]) -> None:
+        at_once = asyncio.Semaphore(HANDLED_AT_ONCE)
+
+        async def in_order(messages: list) -> None:
+            async with at_once:
+                for msg in messages:
+                    await self._process(msg)
+
+        await asyncio.gather(*(in_order(messages) for messages in lanes.values()))
 
     async def _process(self, msg) -> None:
         """Handle one message; on failure, ask for it again (nack) instead of losing it or stopping."""
@@ -392,7 +416,7 @@ class Executor:
         here = self._run_here(job_id)
         if here == end_after:
             return  # a redelivered allocation: this run was already started here
-        # Three reads of the log, at once: allocations are taken one at a time, so their round trips add up.
+        # Three reads of the log, at once: each is a round trip.
         ended, submitted, cancel = await asyncio.gather(
             self._run_ended(job_id, end_after), self.events.read(job_id),
             self.events.last_on(SUBJECTS[JobCancelRequested].format(job_id=job_id)))

@@ -99,6 +99,26 @@ async def test_a_redelivered_allocation_does_not_start_the_job_twice(event_log, 
     assert len(await job_events(event_log, job_id, JobFinished)) == 1
 
 
+async def test_a_batch_of_allocations_starts_each_job_once_even_one_delivered_twice(event_log, tmp_path):
+    """Published before the executor consumes, so they come in one batch, handled job by job at once."""
+    twice, allocation = await submit_and_allocate(event_log, spec(str(tmp_path / "twice"), "echo once >> runs.txt\n"))
+    await event_log.publish(allocation)  # the same allocation delivered again, in the same batch
+    others = [(await submit_and_allocate(event_log, spec(str(tmp_path / f"other{i}"), "echo once >> runs.txt\n")))[0]
+              for i in range(40)]  # more than are handled at once
+    executor = Executor(event_log, node_config(tmp_path))
+    consuming = asyncio.create_task(executor.consume())
+    try:
+        for job_id in (twice, *others):
+            assert (await eventually(lambda: finished(event_log, job_id), what="the end")).state == "COMPLETED"
+        await eventually(lambda: consumed_everything(event_log), what="the executor reading the duplicate")
+        assert len(await job_events(event_log, twice, JobStarted)) == 1
+        assert (tmp_path / "twice" / "runs.txt").read_text() == "once\n"
+        assert all((tmp_path / f"other{i}" / "runs.txt").read_text() == "once\n" for i in range(40))
+    finally:
+        consuming.cancel()
+        await executor.stop_jobs()
+
+
 async def test_a_stopping_executor_ends_its_jobs_and_reports_them_before_it_goes(event_log, executor, tmp_path):
     job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 3022\n"))
     await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
