@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timedelta, timezone
@@ -122,6 +122,7 @@ class Gateway:
     tokens: NatsTokenStore
     projection: ProjectionWatch
     limits: RateLimits
+    traced: bool = False  # else the trace calls below are skipped: no-ops, but a few microseconds each
     last_metrics: MetricsSnapshot | None = None
     metrics_at: float = 0.0
     metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -170,8 +171,8 @@ class Gateway:
         # after we answered 503, and the client would retry it into a second job.
         if not self.events.nc.is_connected:
             raise DependencyDown("NATS (event log) is unavailable: not connected")
-        return await self.nats(self.events.publish(event, msg_id, timeout=PUBLISH_TIMEOUT_S, headers=headers_of()),
-                               "event log")
+        return await self.nats(self.events.publish(event, msg_id, timeout=PUBLISH_TIMEOUT_S,
+                                                   headers=self.trace_headers()), "event log")
 
     async def submit(self, spec: JobSpec, key: str | None, by: Actor) -> int:
         """Publish a submission by `by`; the job id. A retry (same idempotency key) of a submission that
@@ -180,12 +181,19 @@ class Gateway:
         for _ in range(MAX_VOID_SUBMISSIONS):
             now = utcnow()  # each attempt has its own deadline, as the first one had
             submitted = JobSubmitted(spec=spec, submitted_at=now, accept_until=now + timedelta(seconds=PUBLISH_TIMEOUT_S),
-                                     traceparent=headers_of().get(TRACEPARENT), submitted_by=by)
+                                     traceparent=self.trace_headers().get(TRACEPARENT), submitted_by=by)
             job_id, duplicate = await self.publish(submitted, msg_id)
             if not (duplicate and msg_id and await self.void_submission(job_id)):
                 return job_id
             msg_id = f"{msg_id}:after:{job_id}"  # the same for every later retry: still idempotent
         raise DependencyDown("NATS (event log) kept storing this submission too late to be valid: retry later")
+
+    def trace_headers(self) -> dict[str, str]:
+        return headers_of() if self.traced else {}
+
+    def linked_to_job(self, job: JobRecord, action: str) -> None:
+        if self.traced:
+            linked_to_job(job, action)
 
     async def visible_events(self, start_seq: int, viewer: str | None,
                              still_valid: Callable[[], Awaitable[bool]]) -> AsyncIterator[ServerSentEventMessage]:
@@ -321,7 +329,8 @@ async def submit(request: Request) -> Response:
         raise DependencyDown("NATS (event log): the node directory has not been read yet") from None
     spec = to_spec(body, gateway.nodes.partitions(), gateway.job_roots, inside_roots=within_roots_quickly)
     # The job's trace begins here: this span's context goes into the submission (and its headers).
-    with tracer().start_as_current_span("publish JobSubmitted", kind=SpanKind.PRODUCER) as span:
+    with (tracer().start_as_current_span("publish JobSubmitted", kind=SpanKind.PRODUCER) if gateway.traced
+          else nullcontext(trace.INVALID_SPAN)) as span:
         job_id = await gateway.submit(spec, request.headers.get("idempotency-key"), actor_of(request))
         span.set_attribute("scns.job_id", job_id)
     return json_response(wire.SubmitResponse(job_id=str(job_id)), 201)
@@ -331,7 +340,7 @@ async def submit(request: Request) -> Response:
 async def query(request: Request, job_id: FromPath[str]) -> Response:
     gateway = gateway_of(request)
     job, reason = await gateway.queried_job(principal_of(request), parse_job_id(job_id))
-    linked_to_job(job, "query")
+    gateway.linked_to_job(job, "query")
     stdout, stderr, available = await gateway.logs.read(job)
     headers = {} if available else {"X-Log-Unavailable": job.node}
     return json_response(query_response(job, stdout, stderr, reason, utcnow()), headers=headers)
@@ -341,7 +350,7 @@ async def query(request: Request, job_id: FromPath[str]) -> Response:
 async def cancel(request: Request, job_id: FromPath[str]) -> Response:
     gateway = gateway_of(request)
     job = await gateway.job_for(principal_of(request), parse_job_id(job_id), "cancel")
-    linked_to_job(job, "cancel")
+    gateway.linked_to_job(job, "cancel")
     if job.state not in TERMINAL_STATES:
         cancel_requested = JobCancelRequested(job_id=job.job_id, requested_at=utcnow(), requested_by=actor_of(request))
         await gateway.publish(cancel_requested, f"cancel:{job.job_id}")
@@ -630,10 +639,13 @@ async def authenticate(request: Request) -> None:
     if path in UNLIMITED_PATHS:
         return
     gateway = gateway_of(request)
-    address = address_key(request.client.host) if request.client else "unknown"
-    by_address = (gateway.limits.addresses, address, f"address {address}")
+
+    def limit_by_address() -> None:  # (the address is parsed only for the requests that count by it)
+        address = address_key(request.client.host) if request.client else "unknown"
+        gateway.limit(gateway.limits.addresses, address, f"address {address}")
+
     if path in PUBLIC_PATHS:
-        gateway.limit(*by_address)
+        limit_by_address()
         return
     if gateway.settings.auth_disabled:
         request.state.principal, request.state.token_id = ANONYMOUS, None
@@ -642,7 +654,7 @@ async def authenticate(request: Request) -> None:
         token = bearer_token(request.headers.get("authorization", ""))
         principal = await gateway.tokens.authenticate(token)
     except NotAuthenticated:
-        gateway.limit(*by_address)
+        limit_by_address()
         raise
     hashed = token_hash(token)
     if not principal.is_admin:
@@ -691,7 +703,7 @@ def create_app(settings: Settings, traced: bool = False, metered: bool = False) 
         follower = asyncio.create_task(nodes.follow(events))
         projection = ProjectionWatch(settings.projection_stall_seconds, MAX_PROJECTION_LAG)
         app.state.gateway = Gateway(settings, events, PostgresJobView(pool), NatsLogReader(events.nc), nodes, tokens,
-                                    projection, limits)
+                                    projection, limits, traced)
         app.state.openapi = msgspec.json.encode(openapi_document(VERSION))
         app.state.asyncapi = rendered_catalogue().encode()
         if metered:

@@ -71,15 +71,16 @@ def requested_cpus(job: JobRecord) -> int:
 
 
 def query_response(job: JobRecord, stdout: str, stderr: str, reason: str, now: datetime) -> wire.QueryResponse:
+    submitted = timestamp(job.submit_time)
     return wire.QueryResponse(
         job_id=str(job.job_id),
         state=job.state,
         error_msg=job.error_msg,
         time=wire.JobTimes(
-            submit_time=timestamp(job.submit_time),
+            submit_time=submitted,
             start_time=timestamp(job.start_time),
             end_time=timestamp(job.end_time),
-            eligible_time=timestamp(job.submit_time),
+            eligible_time=submitted,
             elapsed_time=elapsed(job, now),
             limit_time=format_limit(job.time_limit_s),
         ),
