@@ -227,7 +227,7 @@ def build_submission(script: str, source: str, options: Mapping[str, Any], *, cw
     job: dict[str, Any] = {
         "account": account, "name": name, "partition": partition, "current_working_directory": directory,
         "standard_output": output, "standard_error": error_file, "time_limit": time_limit,
-        "environment": environment,
+        "environment": environment, "data_source": "CLI",
     }
     if merged.get("cpus_per_task") is not None:
         job["cpus_per_task"] = merged["cpus_per_task"]

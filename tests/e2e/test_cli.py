@@ -132,7 +132,7 @@ def test_a_script_with_sbatch_directives_is_submitted_with_their_spec(stack, hom
     detail = answer["detail"]
     assert (detail["job_name"], detail["account"], detail["allocated_cpus"]) == ("cli-directives", "project_beta", 2)
     assert answer["time"]["limit_time"] == "20:00"  # the option wins over the directive
-    assert detail["work_dir"] == directory
+    assert (detail["work_dir"], detail["data_source"]) == (directory, "CLI")
     assert answer["job_log"]["stdout"] == "hello directives from cli-directives\n"
     spec = client.get(f"/jobs/{job_id}/events").json()["events"][0]["data"]["spec"]
     assert spec["memory_mb"] == 256 and spec["cpus_per_task"] == 2 and spec["time_limit_s"] == 1200

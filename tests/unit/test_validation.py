@@ -31,6 +31,14 @@ def test_a_valid_request_becomes_a_spec():
     assert (spec.cpus, spec.memory_mb, spec.time_limit_s, spec.cwd) == (4, 2048, 1800, "/jobs/a")
 
 
+def test_the_data_source_is_api_unless_the_command_line_says_cli():
+    assert to_spec(decode_submit(body()), PARTITIONS, ROOTS).data_source == "API"
+    assert to_spec(decode_submit(body(data_source="CLI")), PARTITIONS, ROOTS).data_source == "CLI"
+    with pytest.raises(RequestInvalid) as caught:
+        decode_submit(body(data_source="SLURM"))
+    assert caught.value.errors[0]["loc"] == ["body", "job", "data_source"]
+
+
 def test_missing_field_in_fastapi_shape():
     raw = msgspec.json.encode({"job": {"name": "n"}, "script": "x"})
     with pytest.raises(RequestInvalid) as caught:

@@ -44,6 +44,7 @@ class JobRequest(msgspec.Struct, kw_only=True):
     memory_per_node: Annotated[str, Meta(max_length=20, pattern=r"^[0-9]+[KMGTkmgt]?$")] = "1G"
     exclusive: bool = False
     requeue: bool = False  # new: queued again (same id) if its node is lost, instead of NODE_FAIL
+    data_source: Literal["API", "CLI"] = "API"  # new: "CLI" when the scns command line submits it
 
 
 class SubmitRequest(msgspec.Struct, kw_only=True):
@@ -156,7 +157,6 @@ def to_spec(
     request: SubmitRequest,
     partitions: dict[str, PartitionCapacity],
     job_roots: list[str],
-    data_source: str = "API",
     inside_roots: Callable[[str, list[str]], bool] = within_roots,
 ) -> JobSpec:
     """Apply every rule of API.md; all failures are reported together. `inside_roots(path, job_roots)`
@@ -235,7 +235,7 @@ def to_spec(
         account=job.account, name=job.name, partition=job.partition, cwd=posixpath.normpath(cwd),
         stdout=job.standard_output, stderr=job.standard_error, script=request.script,
         time_limit_s=time_limit_s, environment=job.environment, ntasks_per_node=job.ntasks_per_node,
-        cpus_per_task=job.cpus_per_task, memory_mb=memory_mb, exclusive=job.exclusive, data_source=data_source,
+        cpus_per_task=job.cpus_per_task, memory_mb=memory_mb, exclusive=job.exclusive, data_source=job.data_source,
         requeue=job.requeue,
     )
 
