@@ -24,6 +24,7 @@ from scns_cli.render import (
     elapsed_time,
     format_line,
     local_time,
+    max_rss,
     parse_format,
     parse_states,
     parse_timestamp,
@@ -31,6 +32,7 @@ from scns_cli.render import (
     run_seconds,
     split_list,
     table,
+    total_cpu,
     used_time,
 )
 from scns_cli.script import OPTION_KEYS, Submission, build_submission, wrap_script
@@ -638,7 +640,8 @@ def nodes_cmd(args, ctx: Context) -> int:
 HISTORY_COLUMNS = [Column("JobID", right=True), Column("JobName", shrink=True), Column("Partition", shrink=True),
                    Column("Account", shrink=True), Column("AllocCPUS", right=True), Column("State"),
                    Column("ExitCode", right=True), Column("Submit"), Column("Start"), Column("End"),
-                   Column("Elapsed", right=True), Column("NodeList")]
+                   Column("Elapsed", right=True), Column("MaxRSS", right=True), Column("TotalCPU", right=True),
+                   Column("NodeList")]
 
 
 def history(args, ctx: Context) -> int:
@@ -667,7 +670,8 @@ def history(args, ctx: Context) -> int:
         job["elapsed"] = elapsed_time(run_seconds(job, now)) if started else "00:00:00"
         rows.append([str(job["job_id"]), job["name"], job["partition"], job["account"], str(job["allocated_cpus"]),
                      job["state"], job.get("exit_code", ":"), local_time(job.get("submit_time")),
-                     local_time(started), local_time(ended), job["elapsed"], job.get("node_list") or "None"])
+                     local_time(started), local_time(ended), job["elapsed"], max_rss(job.get("max_rss_kb")),
+                     total_cpu(job.get("cpu_seconds")), job.get("node_list") or "None"])
     if ctx.json:
         ctx.emit_json({"jobs": jobs})
     elif args.parsable:

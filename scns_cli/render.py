@@ -148,6 +148,21 @@ def elapsed_time(seconds: float) -> str:
     return (f"{days}-" if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
+def max_rss(kilobytes: int | None) -> str:
+    """sacct's MaxRSS: kibibytes with a K; empty when not known."""
+    return "" if kilobytes is None else f"{kilobytes}K"
+
+
+def total_cpu(seconds: float | None) -> str:
+    """sacct's TotalCPU: MM:SS.mmm under an hour, else [D-]HH:MM:SS; empty when not known."""
+    if seconds is None:
+        return ""
+    if seconds >= 3600:
+        return elapsed_time(seconds)
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes):02d}:{rest:06.3f}"
+
+
 def run_seconds(job: dict, now: datetime) -> float:
     """From its start to its end (or now); 0 before it started."""
     start = parse_timestamp(job.get("start_time"))

@@ -135,9 +135,13 @@ class JobStarted(Event, frozen=True, kw_only=True):
 class JobFinished(Event, frozen=True, kw_only=True):
     """How a job that reached its node ended (decided by that node's executor).
 
-    `started_at` is None when the job was cancelled on the node before it started.
+    `started_at` is None when the job was cancelled on the node before it started. `max_rss_kb`
+    (the largest resident set of any process of the job, Slurm's MaxRSS) and `cpu_seconds` (user +
+    system time of all of them, Slurm's TotalCPU) are None when unknown: the job never started, or
+    it ended while no executor was its parent (a restarted executor cannot wait for it).
     """
 
+    v: int = 2  # 2: max_rss_kb, cpu_seconds
     job_id: int
     node: str
     state: str  # COMPLETED | FAILED | CANCELLED | TIMEOUT | OUT_OF_MEMORY | NODE_FAIL
@@ -145,6 +149,8 @@ class JobFinished(Event, frozen=True, kw_only=True):
     error_msg: str | None = None
     started_at: datetime | None = None
     ended_at: datetime
+    max_rss_kb: int | None = None
+    cpu_seconds: float | None = None
 
 
 class JobLost(Event, frozen=True, kw_only=True):

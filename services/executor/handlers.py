@@ -521,7 +521,7 @@ class Executor:
                 log.exception("job %d: executor failure", job_id, extra={"job_id": job_id})
                 await process.kill()
                 result = Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}")
-            await self._finish(job_id, running.run, result, started_at, running.span)
+            await self._finish(job_id, running.run, result, started_at, running.span, process.max_rss_kb)
         finally:
             self.running.pop(job_id, None)
 
@@ -590,17 +590,20 @@ class Executor:
         return EndedBy.SHUTDOWN if running.shutdown else EndedBy.CANCEL
 
     async def _finish(self, job_id: int, run: Run, result: Outcome, started_at: datetime | None,
-                      span: trace.Span = trace.INVALID_SPAN) -> None:
+                      span: trace.Span = trace.INVALID_SPAN, max_rss_kb: int | None = None) -> None:
         """Report how the run ended: the job's end, or a requeue (lost, and submitted with requeue).
-        The report is a child of the run's span, or (no span: never supervised here) of its placing."""
+        The report is a child of the run's span, or (no span: never supervised here) of its placing.
+        The CPU time is the supervising shell's record (so known after a restart too)."""
         end: JobFinished | JobRequeued
+        cpu_seconds = read_cpu_seconds(self._status_path(job_id))
         if requeued(result, run.requeue):
             end = JobRequeued(job_id=job_id, node=self.node.name, reason=result.error_msg or "",
                               requeued_at=self.clock(), end_after=run.end_after)
         else:
             end = JobFinished(
                 job_id=job_id, node=self.node.name, state=result.state, exit_code=result.exit_code,
-                error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(),
+                error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(), max_rss_kb=max_rss_kb,
+                cpu_seconds=cpu_seconds,
             )
             if started_at is not None:
                 JOB_RUN.record((end.ended_at - started_at).total_seconds(), {"state": result.state})
@@ -609,7 +612,7 @@ class Executor:
         log.info("job %d: %s %s", job_id, type(end).__name__ if isinstance(end, JobRequeued) else result.state,
                  result.exit_code, extra={"job_id": job_id})
         span.set_attributes({"scns.state": result.state, "scns.exit_code": result.exit_code})
-        if (cpu_seconds := read_cpu_seconds(self._status_path(job_id))) is not None:
+        if cpu_seconds is not None:
             span.set_attribute("scns.cpu_seconds", cpu_seconds)
         context = (trace.set_span_in_context(span) if span.get_span_context().is_valid
                    else context_of({TRACEPARENT: run.traceparent} if run.traceparent else None))

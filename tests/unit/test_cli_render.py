@@ -11,12 +11,14 @@ from scns_cli.render import (
     Style,
     elapsed_time,
     format_line,
+    max_rss,
     parse_format,
     parse_states,
     parse_when,
     run_seconds,
     strip_ansi,
     table,
+    total_cpu,
     used_time,
 )
 
@@ -41,6 +43,12 @@ def test_used_time_is_squeues(seconds, shown):
 
 def test_elapsed_is_saccts():
     assert elapsed_time(3) == "00:00:03" and elapsed_time(90061) == "1-01:01:01"
+
+
+def test_max_rss_and_total_cpu_as_sacct_shows_them():
+    assert (max_rss(51234), max_rss(None)) == ("51234K", "")
+    assert (total_cpu(0.012), total_cpu(75.5), total_cpu(3725), total_cpu(None)) == (
+        "00:00.012", "01:15.500", "01:02:05", "")
 
 
 def test_run_seconds_from_start_to_end_or_now():

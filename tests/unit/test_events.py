@@ -37,10 +37,12 @@ def test_subjects_carry_job_id_and_node():
 
 
 def test_an_old_event_without_newer_fields_still_decodes():
-    # A v1 JobFinished as an old producer wrote it: no error_msg, no started_at.
-    old = b'{"type":"JobFinished","job_id":3,"node":"n","state":"FAILED","exit_code":"3:0","ended_at":"2026-01-02T03:04:05Z"}'
+    # A v1 JobFinished as an old producer wrote it: no error_msg, no started_at, no usage (v2).
+    old = (b'{"type":"JobFinished","v":1,"job_id":3,"node":"n","state":"FAILED","exit_code":"3:0",'
+           b'"ended_at":"2026-01-02T03:04:05Z"}')
     event = decode(old)
     assert isinstance(event, JobFinished) and event.v == 1 and event.error_msg is None
+    assert (event.max_rss_kb, event.cpu_seconds) == (None, None)
 
 
 def test_foreign_data_is_rejected_not_misread():

@@ -45,7 +45,9 @@ create table if not exists jobs (
     cancel_requested boolean not null default false,
     submit_time timestamptz not null,
     start_time timestamptz,
-    end_time timestamptz
+    end_time timestamptz,
+    max_rss_kb bigint,
+    cpu_seconds double precision
 );
 create index if not exists jobs_by_state on jobs (state, partition, job_id);
 create index if not exists jobs_by_account on jobs (account, job_id);
@@ -73,7 +75,7 @@ create table if not exists projection (
     schema_version int not null
 );
 """
-SCHEMA_VERSION = 5  # bump when SCHEMA or the statements change: the projector then rebuilds
+SCHEMA_VERSION = 6  # bump when SCHEMA or the statements change: the projector then rebuilds
 LIVE_SCHEMA = "scns"
 MIGRATION_LOCK = 7310
 
