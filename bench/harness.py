@@ -62,13 +62,17 @@ def loadgen_process(stack: Stack, mode: str, *args: str) -> subprocess.Popen:
 
 def loadgen_result(process: subprocess.Popen, timeout: float = 1800) -> dict:
     """The figures of the load generator's mode (its JSON line's `results[mode]`), with the CPU the
-    load generator itself took (on a small machine it competes with the services)."""
+    load generator itself took (on a small machine it competes with the services) and, when a
+    request failed, its status counts and first errors (what a rejected submit was)."""
     stdout, stderr = process.communicate(timeout=timeout)
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if process.returncode not in (0, 1) or not lines:
         raise RuntimeError(f"loadgen failed ({process.returncode}):\n{stdout[-2000:]}\n{stderr[-2000:]}")
     line = json.loads(lines[-1])
-    return {**line["results"][line["mode"]], "client_cpu_s": line["client_cpu_s"], "client_elapsed_s": line["elapsed_s"]}
+    figures = {**line["results"][line["mode"]], "client_cpu_s": line["client_cpu_s"], "client_elapsed_s": line["elapsed_s"]}
+    if line["error_samples"]:
+        figures |= {"http_status_counts": line["http_status_counts"], "error_samples": line["error_samples"]}
+    return figures
 
 
 def loadgen(stack: Stack, mode: str, *args: str) -> dict:
