@@ -41,9 +41,10 @@ HISTORY_EPILOG = """Selects finished jobs (COMPLETED FAILED CANCELLED TIMEOUT OU
 (local time). sacct selects by the time a job was eligible or running; the API lists jobs in
 submission order, so scns selects by submission (a job submitted before -S is not shown even if
 it ended after).
-MaxRSS is the largest resident set of any one process of the job, TotalCPU the user + system time of
-all of them; both are empty for a job that never ran, MaxRSS also when the executor that ended the
-job was not the one that started it. Not shown: per-step lines (a job is one step here).
+MaxRSS is the most memory the job was seen to use (its cgroup's peak, page cache included, or the
+largest total resident set of its processes at a poll of the node's watchdog), TotalCPU the user +
+system time of its processes; empty when not known (a job that never ran; under the watchdog, one
+shorter than a poll). Not shown: per-step lines (a job is one step here).
 Shown: JobID JobName Partition Account AllocCPUS State ExitCode Submit Start End Elapsed MaxRSS TotalCPU NodeList."""
 
 

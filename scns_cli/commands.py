@@ -670,7 +670,7 @@ def history(args, ctx: Context) -> int:
         job["elapsed"] = elapsed_time(run_seconds(job, now)) if started else "00:00:00"
         rows.append([str(job["job_id"]), job["name"], job["partition"], job["account"], str(job["allocated_cpus"]),
                      job["state"], job.get("exit_code", ":"), local_time(job.get("submit_time")),
-                     local_time(started), local_time(ended), job["elapsed"], max_rss(job.get("max_rss_kb")),
+                     local_time(started), local_time(ended), job["elapsed"], max_rss(job.get("peak_memory_kb")),
                      total_cpu(job.get("cpu_seconds")), job.get("node_list") or "None"])
     if ctx.json:
         ctx.emit_json({"jobs": jobs})

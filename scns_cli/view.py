@@ -35,7 +35,7 @@ def summary_of_query(answer: dict[str, Any]) -> dict[str, Any]:
             "allocated_cpus": detail.get("allocated_cpus", 0), "node_list": detail.get("node_list", ""),
             "submit_time": times.get("submit_time"), "start_time": times.get("start_time"),
             "end_time": times.get("end_time"), "exit_code": detail.get("exit_code", ":"),
-            "max_rss_kb": detail.get("max_rss_kb"), "cpu_seconds": detail.get("cpu_seconds"),
+            "peak_memory_kb": detail.get("peak_memory_kb"), "cpu_seconds": detail.get("cpu_seconds"),
             "reason": detail.get("reason", "None")}
 
 

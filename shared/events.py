@@ -135,13 +135,14 @@ class JobStarted(Event, frozen=True, kw_only=True):
 class JobFinished(Event, frozen=True, kw_only=True):
     """How a job that reached its node ended (decided by that node's executor).
 
-    `started_at` is None when the job was cancelled on the node before it started. `max_rss_kb`
-    (the largest resident set of any process of the job, Slurm's MaxRSS) and `cpu_seconds` (user +
-    system time of all of them, Slurm's TotalCPU) are None when unknown: the job never started, or
-    it ended while no executor was its parent (a restarted executor cannot wait for it).
+    `started_at` is None when the job was cancelled on the node before it started. `peak_memory_kb`
+    is the most memory the job was seen to use (its cgroup's high-water mark, page cache included;
+    under the process watchdog, the largest total resident set of its processes at a poll) and
+    `cpu_seconds` the user + system time of its processes (Slurm's TotalCPU); each None when not
+    known (the job never started; a job shorter than one poll of the watchdog has no peak).
     """
 
-    v: int = 2  # 2: max_rss_kb, cpu_seconds
+    v: int = 2  # 2: peak_memory_kb, cpu_seconds
     job_id: int
     node: str
     state: str  # COMPLETED | FAILED | CANCELLED | TIMEOUT | OUT_OF_MEMORY | NODE_FAIL
@@ -149,7 +150,7 @@ class JobFinished(Event, frozen=True, kw_only=True):
     error_msg: str | None = None
     started_at: datetime | None = None
     ended_at: datetime
-    max_rss_kb: int | None = None
+    peak_memory_kb: int | None = None
     cpu_seconds: float | None = None
 
 

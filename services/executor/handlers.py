@@ -105,6 +105,10 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _kib(size: int | None) -> int | None:
+    return None if size is None else size // 1024
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str
@@ -505,12 +509,14 @@ class Executor:
     async def _supervised(self, job_id: int, spec: JobSpec, running: RunningJob, process: JobProcess,
                           started_at: datetime | None) -> None:
         """Watch a started job to its end and report that end: exactly once, whatever fails on the way."""
+        peak_memory_kb = None
         try:
             try:
                 elapsed = (self.clock() - started_at).total_seconds() if started_at else 0.0
                 remaining = max(0.001, spec.time_limit_s - elapsed) if spec.time_limit_s else 0
                 ended_by = await self._wait(process, running, remaining)
                 ended_by = ended_by_memory(ended_by, process.confinement.memory_exceeded())
+                peak_memory_kb = _kib(process.confinement.peak_memory_bytes())  # (gone with the cgroup)
                 await process.confinement.release()  # what it left running ends with it
                 if process.returncode is None and ended_by is EndedBy.ITSELF:
                     result = LOST  # it died with its supervising shell while no executor watched
@@ -521,7 +527,7 @@ class Executor:
                 log.exception("job %d: executor failure", job_id, extra={"job_id": job_id})
                 await process.kill()
                 result = Outcome("FAILED", "0:9", f"Executor failure on node {self.node.name}: {error}")
-            await self._finish(job_id, running.run, result, started_at, running.span, process.max_rss_kb)
+            await self._finish(job_id, running.run, result, started_at, running.span, peak_memory_kb)
         finally:
             self.running.pop(job_id, None)
 
@@ -590,7 +596,7 @@ class Executor:
         return EndedBy.SHUTDOWN if running.shutdown else EndedBy.CANCEL
 
     async def _finish(self, job_id: int, run: Run, result: Outcome, started_at: datetime | None,
-                      span: trace.Span = trace.INVALID_SPAN, max_rss_kb: int | None = None) -> None:
+                      span: trace.Span = trace.INVALID_SPAN, peak_memory_kb: int | None = None) -> None:
         """Report how the run ended: the job's end, or a requeue (lost, and submitted with requeue).
         The report is a child of the run's span, or (no span: never supervised here) of its placing.
         The CPU time is the supervising shell's record (so known after a restart too)."""
@@ -602,7 +608,7 @@ class Executor:
         else:
             end = JobFinished(
                 job_id=job_id, node=self.node.name, state=result.state, exit_code=result.exit_code,
-                error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(), max_rss_kb=max_rss_kb,
+                error_msg=result.error_msg, started_at=started_at, ended_at=self.clock(), peak_memory_kb=peak_memory_kb,
                 cpu_seconds=cpu_seconds,
             )
             if started_at is not None:

@@ -70,16 +70,7 @@ async def test_runs_a_job_and_reports_exit_code_and_output(event_log, executor, 
     result = await eventually(lambda: finished(event_log, job_id), what="JobFinished")
     assert (result.state, result.exit_code, result.error_msg) == ("FAILED", "3:0", "Exited with code 3")
     assert (cwd / f"out-{job_id}").read_text() == f"hello {job_id}\n"
-    assert result.max_rss_kb > 0 and result.cpu_seconds >= 0  # the shell's waited-for usage, its `times`
-
-
-async def test_the_peak_memory_reported_is_that_of_the_jobs_largest_process(event_log, executor, tmp_path):
-    """A child of the job that holds ~40 MB is reaped by the job, the job by its shell: its peak
-    reaches the executor through the kernel's accounting of waited-for children."""
-    job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "#!/bin/bash\n"
-                                                          "(held=$(head -c 40000000 /dev/zero | tr '\\0' a))\n"))
-    result = await eventually(lambda: finished(event_log, job_id), what="JobFinished")
-    assert result.state == "COMPLETED" and 40_000 <= result.max_rss_kb < 1_000_000
+    assert result.cpu_seconds >= 0  # the supervising shell's record of its `times`
 
 
 async def consumed_everything(events):
@@ -263,7 +254,6 @@ async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_lo
     try:
         end = await eventually(lambda: finished(event_log, job_id), what="the true end")
         assert (end.state, end.exit_code) == ("FAILED", "3:0")
-        assert end.max_rss_kb is None  # not its parent: no one to wait for it and learn its usage
         assert all(started.pid > 0 for started in await job_events(event_log, job_id, JobStarted))
         assert (tmp_path / "job" / f"out-{job_id}").read_text() == "done\n"
         assert len(await job_events(event_log, job_id, JobFinished)) == 1

@@ -266,6 +266,15 @@ async def test_a_job_past_its_memory_ends_out_of_memory(event_log, executor, job
     assert small.state == "COMPLETED"  # under its limit: not killed
 
 
+async def test_the_most_memory_a_job_used_is_reported_with_its_end(event_log, executor, jobs_root, limits):
+    """Its cgroup's high-water mark, or the watchdog's largest total at a poll (the job holds its
+    memory for a second: long enough to be polled)."""
+    hold = "/usr/bin/python3 -c \"import time; b = b'x' * (48 * 1024 * 1024); time.sleep(1)\""
+    _, end = await run_job(event_log, jobs_root / "peak", hold, account="alice", memory_mb=256)
+    assert end.state == "COMPLETED" and 48 * 1024 <= end.peak_memory_kb < 256 * 1024
+    assert end.cpu_seconds >= 0
+
+
 async def test_a_fork_bomb_is_contained_and_every_process_of_it_is_killed(event_log, executor, jobs_root,
                                                                          few_processes):
     script = "bomb() { bomb | bomb & }\nbomb\nsleep 3071\n"

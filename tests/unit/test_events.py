@@ -42,7 +42,7 @@ def test_an_old_event_without_newer_fields_still_decodes():
            b'"ended_at":"2026-01-02T03:04:05Z"}')
     event = decode(old)
     assert isinstance(event, JobFinished) and event.v == 1 and event.error_msg is None
-    assert (event.max_rss_kb, event.cpu_seconds) == (None, None)
+    assert (event.peak_memory_kb, event.cpu_seconds) == (None, None)
 
 
 def test_foreign_data_is_rejected_not_misread():

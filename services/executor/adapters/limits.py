@@ -70,6 +70,9 @@ class Confinement(Protocol):
     def memory_exceeded(self) -> bool:
         """Whether the run went over its memory (the kernel's OOM killer acted, or the watchdog)."""
 
+    def peak_memory_bytes(self) -> int | None:
+        """The most memory the run was seen to use (before `release`), or None when not known."""
+
     async def release(self) -> None:
         """Kill every process of the run, until none is left, and remove what held them."""
 
@@ -188,7 +191,8 @@ class CgroupTree:
 
     def _run(self, name: str) -> CgroupRun:
         dirs = [base / name for base in self.bases]
-        return CgroupRun(dirs, dirs[0] / ("memory.events" if self.version == 2 else "memory.oom_control"))
+        return CgroupRun(dirs, dirs[0] / ("memory.events" if self.version == 2 else "memory.oom_control"),
+                         dirs[0] / ("memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"))
 
     def confine(self, identity: RunIdentity, memory_mb: int) -> CgroupRun:
         run = self._run(identity.name)
@@ -223,9 +227,10 @@ class CgroupTree:
 
 
 class CgroupRun:
-    def __init__(self, dirs: list[Path], oom_file: Path) -> None:
+    def __init__(self, dirs: list[Path], oom_file: Path, peak_file: Path) -> None:
         self.dirs = dirs
         self.oom_file = oom_file
+        self.peak_file = peak_file  # the kernel's high-water mark of the run's memory (page cache included)
 
     @property
     def join_files(self) -> list[str]:
@@ -257,6 +262,12 @@ class CgroupRun:
             return oom_kills(self.oom_file.read_text()) > 0
         except OSError:
             return False
+
+    def peak_memory_bytes(self) -> int | None:
+        try:  # (v2's memory.peak is from Linux 5.19 on)
+            return int(self.peak_file.read_text())
+        except (OSError, ValueError):
+            return None
 
     async def release(self) -> None:
         deadline = time.monotonic() + END_DEADLINE_S
@@ -308,6 +319,7 @@ class WatchedRun:
         self.known: dict[int, float] = {}  # pid: start time, of every process of the run found so far
         self.looked_at: dict[tuple[int, float], bool] = {}  # (pid, start): marked as the run's?
         self.exceeded = False
+        self.peak_bytes = 0  # the largest total resident set of the run's processes at a poll
         self._scanning = threading.Lock()  # a scan updates what is known: one at a time
 
     @property
@@ -377,6 +389,7 @@ class WatchedRun:
         for process in self.scan():
             with contextlib.suppress(psutil.Error):
                 resident += process.memory_info().rss
+        self.peak_bytes = max(self.peak_bytes, resident)
         return resident
 
     async def signal(self, signum: int) -> None:
@@ -389,6 +402,9 @@ class WatchedRun:
 
     def memory_exceeded(self) -> bool:
         return self.exceeded
+
+    def peak_memory_bytes(self) -> int | None:
+        return self.peak_bytes or None  # None: the run ended before the first poll
 
     async def release(self) -> None:
         """SIGKILL whatever a scan finds, until a scan finds nothing (each process is killed

@@ -107,17 +107,14 @@ class JobProcess:
     pidfd (a signal never reaches another process that got its PID later), and the confinement
     that holds every process of the run."""
 
-    def __init__(self, pid: int, create_time: float, pidfd: int | None,
-                 exited: Callable[[], Awaitable[tuple[int | None, int | None]]], confinement: Confinement) -> None:
+    def __init__(self, pid: int, create_time: float, pidfd: int | None, exited: Callable[[], Awaitable[int | None]],
+                 confinement: Confinement) -> None:
         self.pid = pid
         self.create_time = create_time
         self.pidfd = pidfd  # None once the shell is gone
         self.confinement = confinement
         self.last_signal_sent = 0
         self.returncode: int | None = None  # the shell's: the job's status, or -signal if it was killed
-        # The largest resident set of the shell and of every process of the job reaped below it
-        # (the kernel carries it up with each wait), in KiB; None when the shell is not our child.
-        self.max_rss_kb: int | None = None
         self._exited = exited
         self._done: asyncio.Future | None = None
         confinement.track(pid)
@@ -142,11 +139,9 @@ class JobProcess:
             process.wait()
             raise
 
-        async def exited() -> tuple[int, int]:
+        async def exited() -> int:
             await _exit_of(pidfd)
-            _, status, usage = os.wait4(process.pid, 0)  # as Popen.wait, with the usage of the job's processes
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return process.returncode, usage.ru_maxrss
+            return process.wait()
 
         return cls(process.pid, create_time, pidfd, exited, confinement)
 
@@ -166,9 +161,9 @@ class JobProcess:
             os.close(pidfd)
             return None
 
-        async def exited() -> tuple[int | None, None]:
+        async def exited() -> int | None:
             await _exit_of(pidfd)
-            return read_status(status_file), None
+            return read_status(status_file)
 
         return cls(pid, create_time, pidfd, exited, confinement)
 
@@ -185,7 +180,7 @@ class JobProcess:
     async def wait(self) -> int | None:
         if self._done is None:
             self._done = asyncio.ensure_future(self._exited())
-        self.returncode, self.max_rss_kb = await asyncio.shield(self._done)
+        self.returncode = await asyncio.shield(self._done)
         if self.pidfd is not None:  # the shell is gone: nothing is signalled by it any more
             os.close(self.pidfd)
             self.pidfd = None

@@ -40,7 +40,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
     error_msg: str | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
-    max_rss_kb: int | None = None
+    peak_memory_kb: int | None = None
     cpu_seconds: float | None = None
 
     @classmethod
@@ -91,7 +91,7 @@ def query_response(job: JobRecord, stdout: str, stderr: str, reason: str, now: d
             job_name=job.name, user=job.account, partition=job.partition, allocated_cpus=requested_cpus(job),
             allocated_nodes=1, node_list=job.node, exit_code=job.exit_code, work_dir=job.cwd,
             data_source=job.data_source, account=job.account, reason=reason, requeue=job.requeue,
-            restarts=job.restarts, trace_id=trace_id_of(job.traceparent), max_rss_kb=job.max_rss_kb,
+            restarts=job.restarts, trace_id=trace_id_of(job.traceparent), peak_memory_kb=job.peak_memory_kb,
             cpu_seconds=job.cpu_seconds,
         ),
     )
@@ -102,7 +102,7 @@ def job_summary(job: JobRecord) -> wire.JobSummary:
         job_id=str(job.job_id), name=job.name, account=job.account, partition=job.partition, state=job.state,
         allocated_cpus=requested_cpus(job), node_list=job.node, submit_time=timestamp(job.submit_time),
         start_time=timestamp(job.start_time), end_time=timestamp(job.end_time), exit_code=job.exit_code,
-        max_rss_kb=job.max_rss_kb, cpu_seconds=job.cpu_seconds,
+        peak_memory_kb=job.peak_memory_kb, cpu_seconds=job.cpu_seconds,
     )
 
 

@@ -49,7 +49,7 @@ class JobDetail(Wire):
     requeue: bool  # new: submitted with requeue
     restarts: int  # new: how many times it was requeued (Slurm's Restarts)
     trace_id: str | None  # new: the job's OpenTelemetry trace, when the gateway traces
-    max_rss_kb: int | None  # new: the largest resident set of a process of the job (Slurm's MaxRSS), once ended
+    peak_memory_kb: int | None  # new: the most memory the job was seen to use (KiB; Slurm's MaxRSS), once ended
     cpu_seconds: float | None  # new: user + system CPU time of its processes (Slurm's TotalCPU), once ended
 
 
@@ -74,7 +74,7 @@ class JobSummary(Wire):
     start_time: str | None
     end_time: str | None
     exit_code: str
-    max_rss_kb: int | None  # new, as in the query's detail
+    peak_memory_kb: int | None  # new, as in the query's detail
     cpu_seconds: float | None  # new, as in the query's detail
 
 

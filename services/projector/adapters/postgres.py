@@ -46,7 +46,7 @@ create table if not exists jobs (
     submit_time timestamptz not null,
     start_time timestamptz,
     end_time timestamptz,
-    max_rss_kb bigint,
+    peak_memory_kb bigint,
     cpu_seconds double precision
 );
 create index if not exists jobs_by_state on jobs (state, partition, job_id);

@@ -61,13 +61,13 @@ def statements(seq: int, event: AnyEvent) -> list[Statement]:
                      " where job_id = %s and node = %s and run_after = %s and state = 'PENDING'",
                      (at, job_id, node, end_after))]
         case JobFinished(job_id=job_id, state=state, exit_code=exit_code, error_msg=error, started_at=started,
-                         ended_at=ended, max_rss_kb=max_rss_kb, cpu_seconds=cpu_seconds):
+                         ended_at=ended, peak_memory_kb=peak_memory_kb, cpu_seconds=cpu_seconds):
             return [
                 _free_node_of(job_id),
                 (f"update jobs set state = %s, exit_code = %s, error_msg = %s, end_time = %s,"
-                 f" start_time = coalesce(start_time, %s), max_rss_kb = %s, cpu_seconds = %s"
+                 f" start_time = coalesce(start_time, %s), peak_memory_kb = %s, cpu_seconds = %s"
                  f" where job_id = %s and {NOT_TERMINAL}",
-                 (state, exit_code, error, ended, started, max_rss_kb, cpu_seconds, job_id)),
+                 (state, exit_code, error, ended, started, peak_memory_kb, cpu_seconds, job_id)),
             ]
         case JobLost(job_id=job_id, reason=reason, lost_at=at):
             return [
