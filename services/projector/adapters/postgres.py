@@ -75,7 +75,7 @@ create table if not exists projection (
     schema_version int not null
 );
 """
-SCHEMA_VERSION = 6  # bump when SCHEMA or the statements change: the projector then rebuilds
+SCHEMA_VERSION = 7  # bump when SCHEMA or the statements change: the projector then rebuilds
 LIVE_SCHEMA = "scns"
 MIGRATION_LOCK = 7310
 
