@@ -317,8 +317,19 @@ Submit a job:
 Then query it (use the job_id printed):
   curl -s -H "Authorization: Bearer $(cat {config.home / 'admin-token'})" {config.api_url}/jobs/query/JOB_ID
 
+Or with the command line (sbatch, squeue, sacct habits; `scns --help`), from another shell:
+{command_line_example(stack)}
+
 Ctrl-C stops everything.
 """
+
+
+def command_line_example(stack: Stack) -> str:
+    """Shell lines that submit a job with `scns` and show the queue and the history."""
+    scns = Path(sys.executable).parent / "scns"
+    return (f"  export SCNS_URL={stack.config.api_url} SCNS_TOKEN=$(cat {stack.config.home / 'admin-token'})"
+            f" SCNS_ACCOUNT=project_alpha\n"
+            f"  {scns} submit -D {stack.config.work_dir / 'mine'} --wrap 'echo hello'; {scns} queue; {scns} history")
 
 
 def up(argv: list[str]) -> int:

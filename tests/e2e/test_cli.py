@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from shared.embedded import free_port
-from shared.stack import Stack
+from shared.stack import Stack, command_line_example
 
 from .helpers import ACCOUNT, TERMINAL
 
@@ -138,6 +139,17 @@ def test_a_script_with_sbatch_directives_is_submitted_with_their_spec(stack, hom
     assert spec["memory_mb"] == 256 and spec["cpus_per_task"] == 2 and spec["time_limit_s"] == 1200
     assert spec["stdout"] == spec["stderr"] == "out-cli-directives-%j.txt"
     assert spec["environment"] == {"GREETING": "directives"}
+
+
+def test_the_lines_up_prints_for_the_command_line_work_as_printed(stack, home, client):
+    """`./just up` shows how to use scns: its lines, pasted into a shell, submit a job and list it."""
+    lines = command_line_example(stack).replace("'echo hello'", "'echo printed by up'")
+    shown = subprocess.run(["bash", "-c", lines], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                           "HOME": str(home), "TZ": "UTC"}, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    job_id = re.search(r"Submitted batch job (\d+)", shown.stdout).group(1)
+    assert f"{job_id}  " in shown.stdout.split("Submitted batch job", 1)[1]  # in the queue or the history
+    assert until_state(client, job_id, TERMINAL)["job_log"]["stdout"] == "printed by up\n"
 
 
 def test_the_defaults_are_the_current_directory_and_slurm_output_files(stack, home, client):
