@@ -13,6 +13,7 @@ from uvicorn.server import ServerState
 from services.gateway.adapters.http_limits import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
 
 from ..conftest import eventually
+from .transports import RecordingTransport
 
 REQUEST_TIMEOUT_S = 2.0
 KEEP_ALIVE_S = 5.0
@@ -52,35 +53,6 @@ class ManualClock:
                 timer.callback()
 
 
-class InMemoryTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-        self.protocol: asyncio.Protocol | None = None
-
-    def write(self, data) -> None:
-        assert not self.closed, "written after close"
-        self.written += data
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_extra_info(self, name, default=None):
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
-
-
 class Connection:
     def __init__(self) -> None:
         self.slow_started = asyncio.Event()
@@ -90,7 +62,7 @@ class Connection:
                         timeout_keep_alive=KEEP_ALIVE_S)
         self.protocol = BoundedHttpToolsProtocol(config, ServerState(), {}, _loop=self.clock,
                                                  request_timeout_s=REQUEST_TIMEOUT_S)
-        self.transport = InMemoryTransport()
+        self.transport = RecordingTransport()
         self.transport.protocol = self.protocol
         self.protocol.connection_made(self.transport)
 
@@ -109,7 +81,7 @@ class Connection:
         self.protocol.data_received(data)
 
     def statuses(self) -> list[int]:
-        return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", bytes(self.transport.written))]
+        return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", self.transport.written)]
 
     async def answered(self, count: int) -> list[int]:
         return await eventually(lambda: len(self.statuses()) >= count and self.statuses(), timeout=10,
