@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -31,10 +32,45 @@ class EmbeddedError(RuntimeError):
     """A server could not be started; the message says why and what to do."""
 
 
+LOWEST_FREE_PORT = 20000
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, for a server about to be started on it. Taken below the
+    kernel's range for the local ports of outgoing connections (one of those could otherwise take
+    it before the server binds it: seen under a busy test run), and never one handed out already
+    by this process (two servers of one stack must not be given the same)."""
+    low = _outgoing_ports()[0]
+    for _ in range(1000):
+        port = random.randrange(LOWEST_FREE_PORT, low) if low > LOWEST_FREE_PORT + 1000 else _any_free_port()
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise EmbeddedError("no free loopback port found")
+
+
+def _outgoing_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _any_free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def ensure_port_free(port: int, what: str) -> None:
