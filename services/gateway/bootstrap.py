@@ -32,7 +32,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     def encrypted_key() -> bytes:  # else OpenSSL would prompt on the terminal for a passphrase
         raise ConfigError(f"API_TLS_KEY {key} is encrypted: give the key unencrypted, readable by this user only")
 
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2 or later, no weak ciphers
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # no weak ciphers
+    # Said, not left to the build's default: Debian's Python leaves it to OpenSSL's configuration.
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(cert, key, password=encrypted_key)
     except OSError as error:  # missing, unreadable, not PEM, or a key that is not the certificate's
