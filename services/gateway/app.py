@@ -36,7 +36,6 @@ from opentelemetry.trace import SpanKind
 from services.gateway.adapters.jobs import PostgresJobView, read_pool
 from services.gateway.adapters.logs import NatsLogReader
 from services.gateway.adapters.nodes import NodeDirectory
-from services.gateway.adapters.paths import within_roots_quickly
 from services.gateway.adapters.tokens import NatsTokenStore, TokenNameTaken
 from services.gateway.core import views, wire
 from services.gateway.core.auth import (
@@ -327,7 +326,7 @@ async def submit(request: Request) -> Response:
         await asyncio.wait_for(gateway.nodes.ready.wait(), NODES_READY_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise DependencyDown("NATS (event log): the node directory has not been read yet") from None
-    spec = to_spec(body, gateway.nodes.partitions(), gateway.job_roots, inside_roots=within_roots_quickly)
+    spec = to_spec(body, gateway.nodes.partitions(), gateway.job_roots)
     # The job's trace begins here: this span's context goes into the submission (and its headers).
     with (tracer().start_as_current_span("publish JobSubmitted", kind=SpanKind.PRODUCER) if gateway.traced
           else nullcontext(trace.INVALID_SPAN)) as span:
