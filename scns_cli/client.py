@@ -73,7 +73,12 @@ class Api:
                 headers: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
         """(decoded JSON, response headers) of a 2xx answer; CliError otherwise."""
         with self._open(method, path, body, query, headers, self.timeout) as response:
-            raw = response.read()
+            try:
+                raw = response.read()
+            except (socket.timeout, TimeoutError):
+                raise Unreachable(f"no complete answer from {self.url} within {self.timeout:g} s") from None
+            except OSError as error:  # reset or closed while the answer was read
+                raise Unreachable(self._unreachable(error)) from None
             answer_headers = {key.lower(): value for key, value in response.headers.items()}
         try:
             return (json.loads(raw) if raw else None), answer_headers
@@ -123,7 +128,7 @@ class Api:
             try:
                 return str(self.post("/jobs/submit", body, headers={"Idempotency-Key": key})["job_id"])
             except Unreachable as error:
-                if attempt == SUBMIT_ATTEMPTS or "refused" in str(error):
+                if attempt == SUBMIT_ATTEMPTS or error.refused:
                     raise
                 time.sleep(0.5 * attempt)
         raise AssertionError("unreachable")
@@ -180,11 +185,12 @@ class Api:
         except urllib.error.HTTPError as error:
             raise self._refusal(method, path, error) from None
         except urllib.error.URLError as error:
-            raise Unreachable(self._unreachable(error.reason)) from None
+            raise Unreachable(self._unreachable(error.reason),
+                              refused=isinstance(error.reason, ConnectionRefusedError)) from None
         except (socket.timeout, TimeoutError):
             raise Unreachable(f"no answer from {self.url} within {timeout:g} s") from None
         except (ConnectionError, OSError) as error:  # reset or closed while sending
-            raise Unreachable(self._unreachable(error)) from None
+            raise Unreachable(self._unreachable(error), refused=isinstance(error, ConnectionRefusedError)) from None
 
     def _unreachable(self, reason: Any) -> str:
         if isinstance(reason, ConnectionRefusedError):

@@ -62,8 +62,8 @@ def states_option(text: str | None, allowed: Iterable[str] | None = None) -> lis
         states = parse_states(text)
     except ValueError as error:
         raise CliError(str(error)) from None
-    if states is not None and allowed is not None:
-        states = [state for state in states if state in allowed] or states
+    if states is not None and allowed is not None and (others := [state for state in states if state not in allowed]):
+        raise CliError(f"{', '.join(others)}: not among the states this command takes ({' '.join(allowed)})")
     return states
 
 
@@ -202,9 +202,10 @@ def wait_for_jobs(ctx: Context, ids: list[int]) -> dict[int, tuple[str, str]]:
     events = event_reader(ctx, min(ids) - 1)
     stream_ok = True
     interval = WAIT_SAFETY_POLL_S
+    read_at = time.monotonic()
     while remaining:
-        try:
-            item = events.get(timeout=interval)
+        try:  # (events of other jobs keep coming: the safety read is due by the clock, not by a quiet stream)
+            item = events.get(timeout=max(0.0, read_at + interval - time.monotonic()))
         except queue.Empty:
             item = None
         if isinstance(item, BaseException):
@@ -219,7 +220,9 @@ def wait_for_jobs(ctx: Context, ids: list[int]) -> dict[int, tuple[str, str]]:
             if item.job_id in remaining and is_end(item.type):
                 ends[item.job_id] = end_of(item.type, item.data)
                 remaining.discard(item.job_id)
-            continue
+            if time.monotonic() < read_at + interval:
+                continue
+        read_at = time.monotonic()
         for job_id in sorted(remaining):
             answer = api.job(job_id)
             if answer["state"] in TERMINAL_STATES:
@@ -652,7 +655,7 @@ def history(args, ctx: Context) -> int:
     except ValueError as error:
         raise CliError(str(error)) from None
     ids = job_ids(args.jobs or [])
-    states = states_option(args.state, TERMINAL_STATES)
+    states = states_option(args.state)
     if states and set(states) & set(ACTIVE_STATES):
         raise CliError("history shows finished jobs only: use `scns queue` for pending and running ones")
     selection = JobFilter(states=states or list(TERMINAL_STATES), accounts=split_list(args.accounts),
@@ -721,7 +724,9 @@ def logs(args, ctx: Context) -> int:
     events = api.job_events(job_id)
     spec = next((event["data"].get("spec", {}) for event in events if event["type"] == "JobSubmitted"), {})
     merged = bool(spec) and spec.get("stdout") == spec.get("stderr")
-    want_out = not args.stderr_only
+    if merged and args.stderr_only:
+        ctx.warn(f"job {job_id} writes its stderr into its stdout file: showing that file")
+    want_out = not args.stderr_only or merged
     want_err = not args.stdout_only and not merged
     if "x-log-unavailable" in headers:
         ctx.warn(f"node {headers['x-log-unavailable']} does not answer: its logs cannot be read now")

@@ -15,7 +15,12 @@ class CliError(Exception):
 
 
 class Unreachable(CliError):
-    """No answer from the server (refused, unknown host, timed out)."""
+    """No answer from the server (refused, unknown host, timed out); `refused`: nothing listens
+    there, so the request cannot have reached it (a retry is pointless, not dangerous)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class ApiError(CliError):

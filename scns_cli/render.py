@@ -157,6 +157,7 @@ def total_cpu(seconds: float | None) -> str:
     """sacct's TotalCPU: MM:SS.mmm under an hour, else [D-]HH:MM:SS; empty when not known."""
     if seconds is None:
         return ""
+    seconds = round(seconds, 3)  # (59.9996 s is 01:00.000, not 00:60.000)
     if seconds >= 3600:
         return elapsed_time(seconds)
     minutes, rest = divmod(seconds, 60)

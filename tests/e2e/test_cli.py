@@ -331,6 +331,11 @@ def test_logs_prints_and_follows_a_jobs_output(stack, home, client):
     document = json.loads(ok(scns(stack, home, "logs", job_id, "--json")))
     assert document["stdout"] == query(client, job_id)["job_log"]["stdout"] and document["stderr"] == "bad\n"
 
+    together = submit(stack, home, "--wrap", "echo out; echo err >&2")  # sbatch's default: one file for both
+    until_state(client, together, TERMINAL)
+    merged = scns(stack, home, "logs", together, "--stderr")
+    assert ok(merged) == "out\nerr\n" and "writes its stderr into its stdout file" in merged.stderr
+
 
 def test_events_prints_a_jobs_events_from_the_stream(stack, home, client):
     job_id = submit(stack, home, "--wrap", "true")

@@ -49,6 +49,7 @@ def test_max_rss_and_total_cpu_as_sacct_shows_them():
     assert (max_rss(51234), max_rss(None)) == ("51234K", "")
     assert (total_cpu(0.012), total_cpu(75.5), total_cpu(3725), total_cpu(None)) == (
         "00:00.012", "01:15.500", "01:02:05", "")
+    assert (total_cpu(59.9996), total_cpu(3599.9996)) == ("01:00.000", "01:00:00")  # never 00:60.000
 
 
 def test_run_seconds_from_start_to_end_or_now():
