@@ -13,7 +13,7 @@ from typing import Any
 
 from scns_cli import config as configuration
 from scns_cli.client import ServerEvent
-from scns_cli.context import Context
+from scns_cli.context import Context, isatty
 from scns_cli.errors import ApiError, CliError
 from scns_cli.render import (
     ACTIVE_STATES,
@@ -37,6 +37,7 @@ from scns_cli.render import (
 )
 from scns_cli.script import OPTION_KEYS, Submission, build_submission, wrap_script
 from scns_cli.view import JobFilter, QueueView, end_of, exit_status, is_end, summary_of_query
+from shared.paths import resolve_output_path
 
 CONFIRM_ABOVE = 5  # cancel asks before cancelling more jobs than this
 MAX_REASONS = 100  # queue reads the reason of at most this many pending jobs (one query each)
@@ -101,7 +102,7 @@ def read_scripts(args, ctx: Context) -> list[tuple[str, str, str]]:
             raise CliError("give script files or --wrap, not both")
         return [("--wrap", wrap_script(args.wrap), "wrap")]
     paths = args.scripts or ["-"]
-    if paths == ["-"] and not args.scripts and _isatty(ctx.stdin):
+    if paths == ["-"] and not args.scripts and isatty(ctx.stdin):
         raise CliError("no script: give a file (or - to read one from stdin), or --wrap COMMAND")
     scripts = []
     for path in paths:
@@ -132,7 +133,7 @@ def submit(args, ctx: Context) -> int:
                       else submissions[0].body)
         return 0
     api = ctx.api
-    progress = Progress(ctx.stderr, len(submissions), len(submissions) > 1 and _isatty(ctx.stderr))
+    progress = Progress(ctx.stderr, len(submissions), len(submissions) > 1 and isatty(ctx.stderr))
     submitted: list[tuple[Submission, str]] = []
     try:
         for submission in submissions:
@@ -167,13 +168,6 @@ def submit(args, ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json({"jobs": results})
     return status
-
-
-def _isatty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def event_reader(ctx: Context, after: int | None) -> queue.Queue:
@@ -292,11 +286,10 @@ def list_jobs(ctx: Context, selection: JobFilter, explicit_states: bool) -> list
     return [job for _, job in sorted(found.items()) if selection.matches(job)]
 
 
-def add_reasons(ctx: Context, jobs: list[dict[str, Any]], only_unknown: bool = False) -> None:
+def add_reasons(ctx: Context, jobs: list[dict[str, Any]]) -> None:
     """Why each pending, unplaced job waits (GET /jobs/query: GET /jobs does not say), for at most
     MAX_REASONS of them; the others show "(-)" rather than a guess."""
-    waiting = [job for job in jobs if job.get("state") == "PENDING" and not job.get("node_list")
-               and not (only_unknown and job.get("reason"))]
+    waiting = [job for job in jobs if job.get("state") == "PENDING" and not job.get("node_list")]
     for count, job in enumerate(waiting):
         if count >= MAX_REASONS:
             job["reason"] = job.get("reason") or "-"
@@ -500,10 +493,7 @@ def show_text(answer: dict[str, Any], events: list[dict[str, Any]], style) -> st
     cwd = spec.get("cwd") or detail.get("work_dir", "")
 
     def path(name: str | None) -> str:
-        if not name:
-            return "Unknown"
-        name = name.replace("%j", str(job_id))
-        return name if name.startswith("/") else os.path.normpath(os.path.join(cwd, name))
+        return resolve_output_path(cwd, name, int(job_id)) if name else "Unknown"
 
     limit_s = spec.get("time_limit_s")
     lines = [
@@ -558,7 +548,7 @@ def cancel(args, ctx: Context) -> int:
     else:
         targets = ids
     if len(targets) > CONFIRM_ABOVE and not args.yes:
-        if not (_isatty(ctx.stdin) and _isatty(ctx.stderr)):
+        if not (isatty(ctx.stdin) and isatty(ctx.stderr)):
             raise CliError(f"{len(targets)} jobs would be cancelled: add --yes to confirm (no terminal to ask on)")
         ctx.stderr.write(f"Cancel {len(targets)} jobs ({' '.join(targets[:10])}"
                          f"{' ...' if len(targets) > 10 else ''})? [y/N] ")

@@ -57,7 +57,7 @@ class Context:
     @property
     def interactive(self) -> bool:
         """Whether stdout is a terminal (tables fit its width, redraws clear it)."""
-        return _isatty(self.stdout)
+        return isatty(self.stdout)
 
     def width(self) -> int | None:
         """The terminal's width when stdout is one (tables are cut to it), else None (never cut)."""
@@ -78,7 +78,7 @@ class Context:
         print(text, file=self.stdout, flush=True)
 
 
-def _isatty(stream: TextIO) -> bool:
+def isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from shared.slurm_formats import format_limit
+from shared.slurm_formats import format_elapsed, format_limit
 
 STATE_CODES = {"PENDING": "PD", "RUNNING": "R", "COMPLETED": "CD", "FAILED": "F", "CANCELLED": "CA",
                "TIMEOUT": "TO", "OUT_OF_MEMORY": "OOM", "NODE_FAIL": "NF"}
@@ -140,12 +140,8 @@ def used_time(seconds: float) -> str:
 
 
 def elapsed_time(seconds: float) -> str:
-    """sacct's Elapsed: [D-]HH:MM:SS."""
-    whole = max(0, int(seconds))
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return (f"{days}-" if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    """sacct's Elapsed: [D-]HH:MM:SS (the API's D-HH:MM:SS without a day count of 0)."""
+    return format_elapsed(seconds).removeprefix("0-")
 
 
 def max_rss(kilobytes: int | None) -> str:

@@ -17,15 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scns_cli.errors import CliError
-from shared.environment import VARIABLE_NAME
+from shared.environment import MAX_ENV_BYTES, MAX_ENV_ENTRIES, VARIABLE_NAME
 from shared.slurm_formats import FormatError, parse_memory_mb, parse_time_limit
 
 PREFIXES = ("#SBATCH", "#SCNS")
 DEFAULT_OUTPUT = "slurm-%j.out"
 DEFAULT_TIME = "UNLIMITED"
 WRAP_SHEBANG = "#!/bin/sh"
-MAX_ENV_ENTRIES = 256  # API.md: job.environment
-MAX_ENV_BYTES = 128 * 1024
 # --export=ALL leaves out what describes the submitting session rather than the job: the node sets
 # these for the job's user (API.md, "Environment of a running job"), and SCNS_*/SLURM_* are the
 # job's own (set per job) or this client's configuration (SCNS_TOKEN is a secret).

@@ -6,3 +6,5 @@ from __future__ import annotations
 import re
 
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_ENV_ENTRIES = 256  # API.md: job.environment, at most this many variables
+MAX_ENV_BYTES = 128 * 1024  # and this many bytes of names and values in all

@@ -16,7 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from services.gateway.core.views import decode_cursor
-from shared.environment import VARIABLE_NAME
+from shared.environment import MAX_ENV_BYTES, MAX_ENV_ENTRIES, VARIABLE_NAME
 from shared.events import JobSpec
 from shared.paths import within_roots
 from shared.slurm_formats import FormatError, parse_memory_mb, parse_time_limit
@@ -24,8 +24,6 @@ from shared.slurm_formats import FormatError, parse_memory_mb, parse_time_limit
 T = TypeVar("T")
 MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024  # 413 beyond: a 1 MiB script may grow six-fold as escaped JSON
-MAX_ENV_ENTRIES = 256
-MAX_ENV_BYTES = 128 * 1024
 
 Text255 = Annotated[str, Meta(min_length=1, max_length=255)]
 
