@@ -14,6 +14,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 import pytest
 
+from shared.events import LOGS_SUBJECT
+
 from ..conftest import eventually
 from .helpers import ACCOUNT, TERMINAL, job, submit, until_state
 
@@ -201,6 +203,25 @@ async def test_paths_must_stay_inside_the_job_roots(api, stack):
         assert error["msg"].startswith("Value error, ")
     for field in ("standard_output", "standard_error"):
         await rejected(api, job(stack, "true\n", **{field: "../../../../etc/passwd-%j"}), field)
+
+
+async def test_an_ended_jobs_output_is_asked_of_its_node_once_for_repeated_queries(api, stack, log):
+    asked = []
+
+    async def note(msg) -> None:
+        asked.append(json.loads(msg.data)["job_id"])
+
+    listener = await log.nc.subscribe(LOGS_SUBJECT.format(node=stack.config.node_name), cb=note)
+    try:
+        job_id = await submit(api, job(stack, "echo kept\n"))
+        await until_state(api, job_id, TERMINAL)
+        asked_while_running = asked.count(int(job_id))
+        for _ in range(3):
+            assert (await api.get(f"/jobs/query/{job_id}")).json()["job_log"]["stdout"] == "kept\n"
+        await log.nc.flush()
+        assert asked.count(int(job_id)) - asked_while_running <= 1
+    finally:
+        await listener.unsubscribe()
 
 
 async def test_cwd_and_output_folders_are_created_and_percent_j_expands(api, stack):

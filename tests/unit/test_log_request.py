@@ -4,6 +4,7 @@ before that rule read whatever paths a request named, so a request never names o
 from datetime import datetime, timezone
 
 import msgspec
+import nats
 
 from services.gateway.adapters.logs import NatsLogReader
 from services.gateway.core.views import JobRecord
@@ -28,3 +29,40 @@ async def test_a_log_request_names_the_job_and_no_path():
     assert await NatsLogReader(client).read(job) == ("out", "", True)
     ((_, payload),) = client.sent
     assert msgspec.json.decode(payload) == {"job_id": 7}
+
+
+class FailingClient(RecordingClient):
+    async def request(self, subject: str, payload: bytes, timeout: float):
+        self.sent.append((subject, payload))
+        raise nats.errors.TimeoutError
+
+
+def job_on_node(state: str) -> JobRecord:
+    spec = JobSpec(account="a", name="j", partition="p", cwd="/w", stdout="o", stderr="e", script="true",
+                   time_limit_s=60)
+    return msgspec.structs.replace(JobRecord.submitted(8, spec, datetime.now(timezone.utc), None), node="n1",
+                                   state=state)
+
+
+async def test_an_ended_jobs_output_is_asked_of_its_node_once_then_kept():
+    client = RecordingClient()
+    reader = NatsLogReader(client)
+    for _ in range(3):
+        assert await reader.read(job_on_node("COMPLETED")) == ("out", "", True)
+    assert len(client.sent) == 1
+
+
+async def test_a_running_jobs_output_is_asked_of_its_node_at_every_read():
+    client = RecordingClient()
+    reader = NatsLogReader(client)
+    for _ in range(3):
+        await reader.read(job_on_node("RUNNING"))
+    assert len(client.sent) == 3
+
+
+async def test_an_unreachable_node_is_asked_again_at_the_next_read():
+    client = FailingClient()
+    reader = NatsLogReader(client)
+    for _ in range(2):
+        assert await reader.read(job_on_node("COMPLETED")) == ("", "", False)
+    assert len(client.sent) == 2

@@ -1,0 +1,51 @@
+"""The output of ended jobs, kept a few seconds by the gateway. Nothing of an ended job writes its
+files any more (its processes are gone before its end is reported), so the clients that poll a job
+until it ends, then read it again and again, need not each ask its node: the executor answers from
+the compute node, where every read takes CPU from the jobs."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+MAX_AGE_S = 5.0  # how stale a kept output may be (a file changed after its job ended, by hand)
+MAX_CHARACTERS = 64 * 1024 * 1024  # all kept outputs together; the least recently read go first
+
+
+class RecentLogs:
+    def __init__(self, max_age_s: float = MAX_AGE_S, max_characters: int = MAX_CHARACTERS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age_s = max_age_s
+        self.max_characters = max_characters
+        self.clock = clock
+        self.characters = 0
+        self._kept: OrderedDict[int, tuple[float, str, str]] = OrderedDict()
+
+    def get(self, job_id: int) -> tuple[str, str] | None:
+        """(stdout, stderr) of the job, read from its node at most `max_age_s` ago, or None."""
+        if (kept := self._kept.get(job_id)) is None:
+            return None
+        read_at, stdout, stderr = kept
+        if self.clock() - read_at > self.max_age_s:
+            self._drop(job_id)
+            return None
+        self._kept.move_to_end(job_id)
+        return stdout, stderr
+
+    def put(self, job_id: int, stdout: str, stderr: str) -> None:
+        self._drop(job_id)
+        size = len(stdout) + len(stderr)
+        if size > self.max_characters:
+            return
+        while self.characters + size > self.max_characters:
+            self._drop(next(iter(self._kept)))
+        self._kept[job_id] = (self.clock(), stdout, stderr)
+        self.characters += size
+
+    def _drop(self, job_id: int) -> None:
+        if (kept := self._kept.pop(job_id, None)) is not None:
+            self.characters -= len(kept[1]) + len(kept[2])
+
+    def __len__(self) -> int:
+        return len(self._kept)
