@@ -13,6 +13,7 @@ from shared.stack import Stack
 
 DRAIN_CLIENTS = 32
 QUERY_CLIENTS = 32
+ENDED_JOBS = 200
 PROJECTION_LAG = re.compile(r"^scns_projection_lag_events (\d+)", re.M)
 
 
@@ -58,9 +59,9 @@ def submit(stack: Stack, jobs_by_clients: dict[int, int]) -> dict:
     return figures
 
 
-def job_ids(stack: Stack) -> list[str]:
-    """The newest 1,000 jobs' ids."""
-    response = httpx.get(f"{stack.config.api_url}/jobs", params={"limit": 1000},
+def job_ids(stack: Stack, state: str | None = None) -> list[str]:
+    """The newest 1,000 jobs' ids (of those in `state`)."""
+    response = httpx.get(f"{stack.config.api_url}/jobs", params={"limit": 1000, **({"state": state} if state else {})},
                          headers={"Authorization": f"Bearer {stack.token}"}, timeout=10)
     response.raise_for_status()
     return [job["job_id"] for job in response.json()["jobs"]]
@@ -73,16 +74,24 @@ def queryable_ids(stack: Stack) -> list[str]:
     return job_ids(stack)
 
 
+def run_jobs_to_their_end(stack: Stack) -> None:
+    """Jobs that ended, to be queried: a query of one shows its output, which its node serves."""
+    loadgen(stack, "drain", "--jobs", str(ENDED_JOBS), "--concurrency", "16")
+
+
 def query(stack: Stack, seconds: float) -> dict:
-    """Queries of existing jobs by QUERY_CLIENTS clients: alone, then while as many clients submit."""
+    """Queries of existing jobs by QUERY_CLIENTS clients: alone, then while as many clients submit;
+    and of ended jobs alone (those of run_jobs_to_their_end and the benchmarks before)."""
     ids = ",".join(queryable_ids(stack))
     query_args = ("--ids", ids, "--concurrency", str(QUERY_CLIENTS), "--duration", str(seconds))
     idle = {"projector_catch_up_s": wait_for_projector(stack), **loadgen(stack, "query", *query_args)}
+    ended = loadgen(stack, "query", "--ids", ",".join(job_ids(stack, "COMPLETED")), "--concurrency",
+                    str(QUERY_CLIENTS), "--duration", str(seconds))
     # The submitters are bounded by time, not by count: they stop with the queries.
     submitters = loadgen_process(stack, "submit", "--jobs", "1000000", "--concurrency", str(QUERY_CLIENTS),
                                  "--timeout", str(seconds + 1), "--no-cleanup")
     under_load = loadgen(stack, "query", *query_args)
-    return {"idle": idle, "under_submit_load": {**under_load, "submit_load": loadgen_result(submitters)}}
+    return {"idle": idle, "ended": ended, "under_submit_load": {**under_load, "submit_load": loadgen_result(submitters)}}
 
 
 def drain(stack: Stack, jobs: int) -> dict:

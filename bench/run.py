@@ -6,9 +6,11 @@ original SCNS-Conductor) and one JSON line per benchmark, so runs can be compare
   latency      submit -> RUNNING and submit -> finished, one job at a time on an idle system
   cancel       cancel of a running job -> CANCELLED (stays so, process gone)
   submit       submit throughput and latency at 1, 32 and 128 concurrent clients
-  query        query rate and latency of 32 clients, alone and under as many submitting
+  query        query rate and latency of 32 clients, alone and under as many submitting (jobs left
+               PENDING by the submit benchmark), and alone over ended jobs (whose output is shown)
   wrk          the gateway's ceilings, by wrk: submit (bench/submit.lua) at 1, 32, 128 connections;
-               query (bench/query.lua) at 32, alone and under as many connections submitting
+               query (bench/query.lua) at 32, alone and under as many connections submitting, and
+               alone over ended jobs
   sync-always  submit at 1, 32 and 128 clients with NATS fsyncing before every ack
   drain        1,000 and 10,000 trivial jobs with the executor declaring 2, 16 and 256 CPUs; the CPU
                time each part took per job (bench/cpu.py); the resident memory of each part at
@@ -98,12 +100,14 @@ def main_stack(sizes: Sizes, selected: set[str], record: Callable[[str, Callable
     with running_stack(total_cpus=2) as stack:
         record("latency", lambda: http_api.latency(stack, sizes.latency_samples))
         record("cancel", lambda: http_api.cancel(stack, sizes.cancel_samples))
+        if selected & {"query", "wrk"}:
+            http_api.run_jobs_to_their_end(stack)
         if selected & {"submit", "query", "wrk"}:
             http_api.hold_new_jobs(stack)
         record("submit", lambda: http_api.submit(stack, sizes.submit_jobs))
         record("query", lambda: http_api.query(stack, sizes.query_seconds))
         record("wrk", lambda: wrk.ceilings(stack, sizes.wrk_seconds, tuple(sizes.submit_jobs),
-                                           http_api.queryable_ids(stack)))
+                                           http_api.queryable_ids(stack), http_api.job_ids(stack, "COMPLETED")))
 
 
 def sync_always(sizes: Sizes) -> dict:
@@ -211,14 +215,14 @@ def rows(sizes: Sizes) -> list[Row]:
                      tuple(("runs", last, "cpu_ms_per_job", part) for part in CPU_PARTS)))
     table.append(Row("drains: lost / wrong state / wrong stdout", "drain",
                      (("faults", "lost_never_terminal"), ("faults", "wrong_terminal_state"), ("faults", "bad_stdout"))))
-    for load, label in (("idle", "alone"), ("under_submit_load", "under submit load")):
+    for load, label in (("idle", "alone"), ("ended", "alone, ended jobs"), ("under_submit_load", "under submit load")):
         table.append(Row(f"query, 32 clients {label}, queries/s", "query", ((load, "queries_per_s"),), goal=3000,
                          original="~240"))
         table.append(Row(f"query, 32 clients {label}, p99 ms", "query", ((load, "query_latency_ms", "p99"),), goal=20,
                          higher_is_better=False, original="~380"))
     table.append(Row("submits/s meanwhile (32 clients)", "query",
                      (("under_submit_load", "submit_load", "throughput_jobs_per_s"),)))
-    for load, label in (("alone", "alone"), ("under_submit_load", "under submit load")):
+    for load, label in (("alone", "alone"), ("ended", "alone, ended jobs"), ("under_submit_load", "under submit load")):
         table.append(Row(f"query (wrk), 32 connections {label}, requests/s", "wrk", (("query", load, "requests_per_s"),),
                          goal=3000, original="~240"))
         table.append(Row(f"query (wrk), 32 connections {label}, p99 ms", "wrk",

@@ -1,6 +1,6 @@
 """The gateway's ceilings, measured by wrk (a C load generator, so the client takes little of the
 machine's CPU, unlike the Python one): submits (bench/submit.lua) for a few seconds at each
-connection count; queries (bench/query.lua) at 32 connections, alone and while 32 more submit."""
+connection count; queries (bench/query.lua) at 32 connections, alone and while 32 more submit, and of ended jobs alone."""
 
 from __future__ import annotations
 
@@ -42,17 +42,19 @@ def figures(process: subprocess.Popen, seconds: int) -> dict:
             "socket_errors": errors.group(1) if errors else None}
 
 
-def ceilings(stack: Stack, seconds: int, connections: tuple[int, ...], query_ids: list[str]) -> dict:
+def ceilings(stack: Stack, seconds: int, connections: tuple[int, ...], query_ids: list[str],
+             ended_ids: list[str]) -> dict:
     binary = shutil.which("wrk")
     if binary is None:
         return {"error": NOT_INSTALLED}
     env = {**os.environ, "BENCH_TOKEN": stack.token, "BENCH_JOB_CWD": str(job_folder(stack)),
            "BENCH_JOB_IDS": ",".join(query_ids)}
 
-    def start(script: str, path: str, count: int) -> subprocess.Popen:
+    def start(script: str, path: str, count: int, ids: list[str] = query_ids) -> subprocess.Popen:
         command = [binary, "--threads", str(min(2, count)), "--connections", str(count), "--duration", f"{seconds}s",
                    "--timeout", "10s", "--latency", "--script", str(HERE / script), f"{stack.config.api_url}{path}"]
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**env, "BENCH_JOB_IDS": ",".join(ids)})
 
     # Before each phase, the read model catches up with the submits of the one before.
     caught_up_after_s = []
@@ -62,9 +64,10 @@ def ceilings(stack: Stack, seconds: int, connections: tuple[int, ...], query_ids
         submit[f"c{count}"] = figures(start("submit.lua", "/jobs/submit", count), seconds)
     caught_up_after_s.append(wait_for_projector(stack))
     alone = figures(start("query.lua", "/", QUERY_CONNECTIONS), seconds)
+    ended = figures(start("query.lua", "/", QUERY_CONNECTIONS, ended_ids), seconds)
     caught_up_after_s.append(wait_for_projector(stack))
     submitting = start("submit.lua", "/jobs/submit", QUERY_CONNECTIONS)
     under_load = figures(start("query.lua", "/", QUERY_CONNECTIONS), seconds)
     return {"submit": submit,
-            "query": {"alone": alone, "under_submit_load": {**under_load, "submit_load": figures(submitting, seconds)}},
+            "query": {"alone": alone, "ended": ended, "under_submit_load": {**under_load, "submit_load": figures(submitting, seconds)}},
             "projector_catch_up_s": caught_up_after_s}
