@@ -179,7 +179,11 @@ async def test_logs_of_an_unreachable_node_are_empty_and_say_so(api, stack):
     assert (await until_state(api, job_id, TERMINAL))["job_log"]["stdout"] == "visible\n"
     stack.stop_service("executor")
     try:
-        response = await api.get(f"/jobs/query/{job_id}")
+        async def unavailable():  # (the gateway shows an ended job's output it read within 5 s)
+            response = await api.get(f"/jobs/query/{job_id}")
+            return response if "x-log-unavailable" in response.headers else None
+
+        response = await eventually(unavailable, what="the log said to be unavailable")
         assert response.status_code == 200 and response.json()["state"] == "COMPLETED"
         assert response.json()["job_log"] == {"stdout": "", "stderr": ""}
         assert response.headers["x-log-unavailable"] == stack.config.node_name
