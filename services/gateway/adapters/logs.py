@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 import nats
 from nats.aio.client import Client
@@ -15,9 +17,9 @@ LOG_TIMEOUT_S = 2.0
 
 
 class NatsLogReader:
-    def __init__(self, nc: Client, recent: RecentLogs | None = None) -> None:
+    def __init__(self, nc: Client) -> None:
         self.nc = nc
-        self.recent = RecentLogs() if recent is None else recent
+        self.recent = RecentLogs(time.monotonic)
 
     async def read(self, job: JobRecord) -> tuple[str, str, bool]:
         """(stdout, stderr, available); nothing to read before the job has a node. An ended job's

@@ -5,7 +5,6 @@ the compute node, where every read takes CPU from the jobs."""
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -14,8 +13,8 @@ MAX_CHARACTERS = 64 * 1024 * 1024  # all kept outputs together; the least recent
 
 
 class RecentLogs:
-    def __init__(self, max_age_s: float = MAX_AGE_S, max_characters: int = MAX_CHARACTERS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float], max_age_s: float = MAX_AGE_S,
+                 max_characters: int = MAX_CHARACTERS) -> None:
         self.max_age_s = max_age_s
         self.max_characters = max_characters
         self.clock = clock
@@ -46,6 +45,3 @@ class RecentLogs:
     def _drop(self, job_id: int) -> None:
         if (kept := self._kept.pop(job_id, None)) is not None:
             self.characters -= len(kept[1]) + len(kept[2])
-
-    def __len__(self) -> int:
-        return len(self._kept)
