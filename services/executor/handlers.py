@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,7 +28,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from services.executor.adapters.files import Owner, make_workdir, open_log, open_output
+from services.executor.adapters.files import Owner, in_memory_file, make_workdir, open_log, open_output
 from services.executor.adapters.limits import (
     RUN_MARKER_VARIABLE,
     Confinement,
@@ -257,6 +258,9 @@ class Executor:
             await self._recover(entry)
         await self.limits.clean(self.executor_id, {self._run_id(job_id, running.run)
                                                    for job_id, running in self.running.items()})
+        # An older executor wrote each run's script and environment there (now held in memory):
+        # its runs read them through descriptors they hold, so what is left is of no use.
+        shutil.rmtree(self.node.state_dir / "scripts", ignore_errors=True)
 
     async def _recover(self, entry: JournalEntry) -> None:
         """Reattach to a run that still runs, report the true end of one that ended meanwhile, start
@@ -322,11 +326,6 @@ class Executor:
         """What an older supervising shell made before it started the job (a run of it may still run)."""
         return self.node.state_dir / "status" / f"{job_id}.started"
 
-    def _script_path(self, job_id: int) -> Path:
-        return self.node.state_dir / "scripts" / f"{job_id}.sh"
-
-    def _environment_path(self, job_id: int) -> Path:
-        return self.node.state_dir / "scripts" / f"{job_id}.env"
 
     # ---- allocations and cancels ---------------------------------------------------------------
 
@@ -547,8 +546,8 @@ class Executor:
             stderr = stdout if outputs[1] == outputs[0] else opened(open_output(outputs[1], roots, user.owner, umask))
             env = {**job_environment(spec, job_id, self.node.name, user.name, user.home),
                    RUN_MARKER_VARIABLE: run.marker}
-            script = opened(self._state_file(self._script_path(job_id), spec.script, 0o555))
-            environment = opened(self._state_file(self._environment_path(job_id), environment_script(env), 0o444))
+            script = opened(in_memory_file(f"job-{job_id}.sh", spec.script, 0o444))
+            environment = opened(in_memory_file(f"job-{job_id}.env", environment_script(env), 0o444))
             command = with_environment(workdir, environment, command_for(spec.script, f"/proc/self/fd/{script}"))
             if user.uid != os.geteuid():
                 command = as_user(user.uid, user.gid, command)
@@ -564,17 +563,6 @@ class Executor:
             except BaseException:
                 await confinement.release()
                 raise
-
-    def _state_file(self, path: Path, text: str, mode: int) -> int:
-        """Write one of the run's files (its script, its environment) where only the executor
-        reaches it, and open it for the job: read through its descriptor, not its path."""
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        path.unlink(missing_ok=True)
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w",
-                  encoding="utf-8") as file:
-            file.write(text)
-            os.fchmod(file.fileno(), mode)
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     async def _wait(self, process: JobProcess, running: RunningJob, time_limit_s: int) -> EndedBy:
         exited = asyncio.ensure_future(process.wait())
@@ -631,8 +619,6 @@ class Executor:
 
     def _forget(self, job_id: int) -> None:
         self._journal_path(job_id).unlink(missing_ok=True)
-        self._script_path(job_id).unlink(missing_ok=True)
-        self._environment_path(job_id).unlink(missing_ok=True)
         self._status_path(job_id).unlink(missing_ok=True)
         self._legacy_started_path(job_id).unlink(missing_ok=True)
 

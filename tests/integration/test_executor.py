@@ -249,9 +249,14 @@ async def test_a_restarted_executor_reattaches_and_reports_the_true_end(event_lo
     if ends_while_away:
         await eventually(lambda: read_status(tmp_path / "state" / "status" / str(job_id)) is not None,
                          what="the job to end")
+    scripts = tmp_path / "state" / "scripts"
+    assert not scripts.exists()  # the script and environment are held in memory
+    scripts.mkdir()
+    (scripts / f"{job_id}.sh").write_text("sleep 1.5\n")  # as an older executor left them
     second = Executor(event_log, node_config(tmp_path, keep_jobs_on_stop=True))
     await second.recover()
     try:
+        assert not scripts.exists()
         end = await eventually(lambda: finished(event_log, job_id), what="the true end")
         assert (end.state, end.exit_code) == ("FAILED", "3:0")
         assert all(started.pid > 0 for started in await job_events(event_log, job_id, JobStarted))

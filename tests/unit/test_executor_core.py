@@ -136,8 +136,13 @@ def test_cgroup_mounts_and_oom_counts_are_read_from_the_kernels_files():
     assert oom_kills("") == 0
 
 
-def test_interpreter_from_shebang_else_bash():
-    assert command_for("#!/usr/bin/env python3\nprint(1)", "/s") == ["/s"]
+def test_interpreter_from_shebang_as_the_kernel_reads_it_else_bash():
+    assert command_for("#!/usr/bin/env python3\nprint(1)", "/s") == ["/usr/bin/env", "python3", "/s"]
+    assert command_for("#! /bin/sh\n", "/s") == ["/bin/sh", "/s"]
+    assert command_for("#!/bin/bash\t-e -u  \t\necho", "/s") == ["/bin/bash", "-e -u", "/s"]  # one argument
+    assert command_for("#!/bin/bash", "/s") == ["/bin/bash", "/s"]
+    assert command_for("#!/bin/bash\r\n", "/s") == ["/bin/bash\r", "/s"]  # (fails as the kernel's would)
+    assert command_for("#!\necho hi", "/s") == ["/bin/bash", "/s"]
     assert command_for("echo hi", "/s") == ["/bin/bash", "/s"]
 
 

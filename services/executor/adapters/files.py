@@ -182,3 +182,18 @@ def _give(descriptor: int, owner: Owner) -> None:
     """A folder or file made for the job belongs to the job's user (already so when that is us)."""
     if owner.uid != os.geteuid():
         os.fchown(descriptor, owner.uid, owner.gid)
+
+
+def in_memory_file(name: str, text: str, mode: int) -> int:
+    """A read-only descriptor of `text` held in memory (memfd) for a job to read through
+    /proc/self/fd (its script, its environment): never on a disk, so there is no path another
+    process could open and nothing to remove, and no inode made and freed per job."""
+    descriptor = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        with open(descriptor, "w", encoding="utf-8", closefd=False) as file:
+            file.write(text)
+        os.fchmod(descriptor, mode)  # what a job's user opens it for: reading
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor

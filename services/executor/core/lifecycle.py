@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from enum import Enum
 from typing import NamedTuple
@@ -12,6 +13,7 @@ from shared.slurm_formats import format_limit
 
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_INTERPRETER = "/bin/bash"
+SHEBANG = re.compile(r"#![ \t]*([^ \t\n]+)[ \t]*([^\n]*?)[ \t]*(?:\n|$)")  # interpreter, its one argument
 
 
 class EndedBy(Enum):
@@ -76,8 +78,14 @@ def environment_script(environment: dict[str, str]) -> str:
 
 
 def command_for(script: str, script_path: str) -> list[str]:
-    """A script with a `#!` line is executed as it is (the kernel reads the line); else by bash."""
-    return [script_path] if script.startswith("#!") else [DEFAULT_INTERPRETER, script_path]
+    """The script run by the interpreter its `#!` line names, as the kernel runs one (the
+    interpreter, the rest of the line as one argument if any, the script's path); else, and when
+    the line names none, by bash. Read, not executed: the script is held in memory (memfd), which
+    hardened kernels (vm.memfd_noexec) refuse to execute."""
+    if shebang := SHEBANG.match(script):
+        interpreter, argument = shebang.groups()
+        return [interpreter, *([argument] if argument else []), script_path]
+    return [DEFAULT_INTERPRETER, script_path]
 
 
 def exit_code(returncode: int) -> str:
