@@ -3,6 +3,7 @@ generator (bench/loadgen.py, run as a separate process so its CPU is not the ser
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -18,6 +19,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from shared.embedded import free_port  # noqa: E402
 from shared.stack import Stack, StackConfig  # noqa: E402
+
+
+LEFT_FOR_EXIT: list[Path] = []
 
 
 @contextmanager
@@ -41,7 +45,16 @@ def running_stack(total_cpus: int = 2, *, schedulers: int = 1, sync_always: bool
         if previous_sync is not None:
             os.environ["SCNS_NATS_SYNC"] = previous_sync
         stack.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        remove_at_exit(home)
+
+
+def remove_at_exit(folder: Path) -> None:
+    """Remove a stopped stack's folder when the benchmarks end, not at once: removing a drain's
+    thousands of files would slow every file the next benchmark makes for minutes on a
+    filesystem like this machine's (ext4 without a journal searches past recently freed inodes)."""
+    if not LEFT_FOR_EXIT:
+        atexit.register(lambda: [shutil.rmtree(left, ignore_errors=True) for left in LEFT_FOR_EXIT])
+    LEFT_FOR_EXIT.append(folder)
 
 
 def job_folder(stack: Stack) -> Path:
