@@ -3,6 +3,7 @@ standard library only. Every failure becomes a `CliError` whose message is one l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -94,20 +95,15 @@ class Api:
 
     def job(self, job_id: int | str) -> dict[str, Any]:
         """GET /jobs/query/{id}, with "job N not found" for a 404."""
-        try:
-            return self.get(f"/jobs/query/{job_id}")
-        except ApiError as error:
-            if error.http_status == 404:
-                raise ApiError(404, error.detail, f"job {job_id} not found") from None
-            raise
+        return self.job_with_headers(job_id)[0]
+
+    def job_with_headers(self, job_id: int | str) -> tuple[dict[str, Any], dict[str, str]]:
+        with about_job(job_id):
+            return self.request("GET", f"/jobs/query/{job_id}")
 
     def job_events(self, job_id: int | str) -> list[dict[str, Any]]:
-        try:
+        with about_job(job_id):
             return self.get(f"/jobs/{job_id}/events")["events"]
-        except ApiError as error:
-            if error.http_status == 404:
-                raise ApiError(404, error.detail, f"job {job_id} not found") from None
-            raise
 
     def jobs(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every job of GET /jobs matching the filters (None ones left out), newest first, page by page."""
@@ -253,3 +249,14 @@ def parse_sse(lines) -> Iterator[ServerEvent]:
             continue
         name, _, value = line.partition(":")
         fields.setdefault(name, []).append(value[1:] if value.startswith(" ") else value)
+
+
+@contextlib.contextmanager
+def about_job(job_id: int | str) -> Iterator[None]:
+    """A request about one job: its 404 says "job N not found"."""
+    try:
+        yield
+    except ApiError as error:
+        if error.http_status == 404:
+            raise ApiError(404, error.detail, f"job {job_id} not found") from None
+        raise

@@ -17,6 +17,7 @@ from scns_cli.context import Context, isatty
 from scns_cli.errors import ApiError, CliError
 from scns_cli.render import (
     ACTIVE_STATES,
+    STATE_BY_CODE,
     STATE_CODES,
     TERMINAL_STATES,
     Column,
@@ -319,8 +320,7 @@ def queue_text(ctx: Context, jobs: list[dict[str, Any]], args, now: datetime) ->
     rows = [[QUEUE_FIELDS[letter][1](job, now) for letter in QUEUE_COLUMNS] for job in jobs]
     painters = [None] * len(columns)
     state_column = QUEUE_COLUMNS.index("t")
-    codes = {code: state for state, code in STATE_CODES.items()}
-    painters[state_column] = lambda text: style.state(text, codes.get(text, ""))
+    painters[state_column] = lambda text: style.state(text, STATE_BY_CODE.get(text, ""))
     return table(columns, rows, style, header=not args.noheader, width=ctx.width(), colours=painters)
 
 
@@ -710,7 +710,7 @@ def new_part(old: str, new: str) -> str:
 def logs(args, ctx: Context) -> int:
     api = ctx.api
     job_id = job_ids([args.job_id])[0]
-    answer, headers = read_job(ctx, job_id)
+    answer, headers = ctx.api.job_with_headers(job_id)
     events = api.job_events(job_id)
     spec = next((event["data"].get("spec", {}) for event in events if event["type"] == "JobSubmitted"), {})
     merged = bool(spec) and spec.get("stdout") == spec.get("stderr")
@@ -736,16 +736,8 @@ def logs(args, ctx: Context) -> int:
             return 0
         time.sleep(interval)  # no event carries a job's output: read it again, a little less often each time
         interval = min(interval * 1.5, LOG_POLL_S[1])
-        answer, _ = read_job(ctx, job_id)
+        answer, _ = ctx.api.job_with_headers(job_id)
 
-
-def read_job(ctx: Context, job_id: str) -> tuple[dict[str, Any], dict[str, str]]:
-    try:
-        return ctx.api.request("GET", f"/jobs/query/{job_id}")
-    except ApiError as error:
-        if error.http_status == 404:
-            raise ApiError(404, error.detail, f"job {job_id} not found") from None
-        raise
 
 
 def write_logs(ctx: Context, log: dict[str, str], seen: dict[str, str], want_out: bool, want_err: bool,

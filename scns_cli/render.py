@@ -14,7 +14,7 @@ STATE_CODES = {"PENDING": "PD", "RUNNING": "R", "COMPLETED": "CD", "FAILED": "F"
 STATES = tuple(STATE_CODES)
 ACTIVE_STATES = ("PENDING", "RUNNING")
 TERMINAL_STATES = tuple(state for state in STATES if state not in ACTIVE_STATES)
-_BY_CODE = {code: state for state, code in STATE_CODES.items()}
+STATE_BY_CODE = {code: state for state, code in STATE_CODES.items()}
 _ALIASES = {"CANCELED": "CANCELLED", "OOM": "OUT_OF_MEMORY", "CG": "RUNNING"}
 
 # ANSI SGR colours of the states: running green, waiting yellow, done blue, cancelled magenta, failures red.
@@ -34,7 +34,7 @@ def parse_states(text: str | None) -> list[str] | None:
             continue
         if word == "ALL":
             return list(STATES)
-        state = _ALIASES.get(word) or _BY_CODE.get(word) or (word if word in STATE_CODES else None)
+        state = _ALIASES.get(word) or STATE_BY_CODE.get(word) or (word if word in STATE_CODES else None)
         if state is None:
             raise ValueError(f"unknown job state {word!r} (known: {', '.join(STATES)} or "
                              f"{', '.join(STATE_CODES.values())})")
