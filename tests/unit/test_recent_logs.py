@@ -23,18 +23,27 @@ def test_an_output_is_kept_until_it_is_older_than_its_age():
     assert recent.characters == 0
 
 
-def test_the_least_recently_read_output_goes_first_when_the_size_is_reached():
+def test_the_oldest_output_goes_first_when_the_size_is_reached():
     recent = RecentLogs(Clock(), max_characters=10)
     recent.put(1, "aaaa", "")
     recent.put(2, "bbbb", "")
-    assert recent.get(1) == ("aaaa", "")  # now 2 is the least recently read
     recent.put(3, "cc", "cc")
-    assert recent.get(2) is None
-    assert recent.get(1) == ("aaaa", "") and recent.get(3) == ("cc", "cc")
+    assert recent.get(1) is None
+    assert recent.get(2) == ("bbbb", "") and recent.get(3) == ("cc", "cc")
     assert recent.characters == 8
 
 
-def test_an_output_larger_than_the_whole_room_is_not_kept_and_evicts_nothing():
+def test_expired_outputs_go_as_new_ones_come_even_unread():
+    clock = Clock()
+    recent = RecentLogs(clock, max_age_s=5)
+    for job_id in range(1000):
+        recent.put(job_id, "hi\n", "")
+    clock.now += 6
+    recent.put(1000, "hi\n", "")
+    assert recent.characters == 3 and recent.get(1000) == ("hi\n", "")
+
+
+def test_an_output_larger_than_the_whole_room_is_not_kept():
     recent = RecentLogs(Clock(), max_characters=10)
     recent.put(1, "aaaa", "")
     recent.put(2, "x" * 11, "")
