@@ -18,7 +18,11 @@ from shared.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this
+# An idle kept-alive connection is closed after this (or API_REQUEST_TIMEOUT_SECONDS, if shorter).
+# Longer than clients and proxies keep one idle (httpx 5 s, nginx upstream 60 s): a server that
+# closes first races their next request on it, which then fails (a POST is not retried). With 5 s,
+# as httpx's, 1 of 10,000 submits of a drain met a closed connection (ReadError).
+KEEP_ALIVE_S = 65
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:

@@ -1,9 +1,10 @@
 import logging
 
+import httpx
 import pytest
 
 from services.gateway.app import create_app, submission_msg_id
-from services.gateway.bootstrap import forwarding_options
+from services.gateway.bootstrap import KEEP_ALIVE_S, forwarding_options
 from shared.config import ConfigError, Settings, load_settings
 
 
@@ -33,3 +34,9 @@ def test_forwarded_headers_are_believed_only_from_the_proxies_named():
     for wrong in ("*", "proxy.example", "10.0.0.300"):
         with pytest.raises(ConfigError, match="API_TRUSTED_PROXIES"):
             forwarding_options(load_settings({"API_TRUSTED_PROXIES": wrong}))
+
+
+def test_an_idle_connection_is_kept_longer_than_clients_and_proxies_keep_it():
+    """Else a client's next request on it can meet the server's close and fail."""
+    assert KEEP_ALIVE_S > httpx.Limits().keepalive_expiry
+    assert KEEP_ALIVE_S > 60  # nginx's keepalive_timeout for its upstreams
