@@ -91,7 +91,8 @@ def query(stack: Stack, seconds: float) -> dict:
     submitters = loadgen_process(stack, "submit", "--jobs", "1000000", "--concurrency", str(QUERY_CLIENTS),
                                  "--timeout", str(seconds + 1), "--no-cleanup")
     under_load = loadgen(stack, "query", *query_args)
-    return {"idle": idle, "ended": ended, "under_submit_load": {**under_load, "submit_load": loadgen_result(submitters)}}
+    return {"idle": idle, "ended": ended,
+            "under_submit_load": {**under_load, "submit_load": loadgen_result(submitters)}}
 
 
 def drain(stack: Stack, jobs: int) -> dict:

@@ -215,14 +215,16 @@ def rows(sizes: Sizes) -> list[Row]:
                      tuple(("runs", last, "cpu_ms_per_job", part) for part in CPU_PARTS)))
     table.append(Row("drains: lost / wrong state / wrong stdout", "drain",
                      (("faults", "lost_never_terminal"), ("faults", "wrong_terminal_state"), ("faults", "bad_stdout"))))
-    for load, label in (("idle", "alone"), ("ended", "alone, ended jobs"), ("under_submit_load", "under submit load")):
+    for load, label in (("idle", "alone"), ("ended", "alone, ended jobs"),
+                        ("under_submit_load", "under submit load")):
         table.append(Row(f"query, 32 clients {label}, queries/s", "query", ((load, "queries_per_s"),), goal=3000,
                          original="~240"))
         table.append(Row(f"query, 32 clients {label}, p99 ms", "query", ((load, "query_latency_ms", "p99"),), goal=20,
                          higher_is_better=False, original="~380"))
     table.append(Row("submits/s meanwhile (32 clients)", "query",
                      (("under_submit_load", "submit_load", "throughput_jobs_per_s"),)))
-    for load, label in (("alone", "alone"), ("ended", "alone, ended jobs"), ("under_submit_load", "under submit load")):
+    for load, label in (("alone", "alone"), ("ended", "alone, ended jobs"),
+                        ("under_submit_load", "under submit load")):
         table.append(Row(f"query (wrk), 32 connections {label}, requests/s", "wrk", (("query", load, "requests_per_s"),),
                          goal=3000, original="~240"))
         table.append(Row(f"query (wrk), 32 connections {label}, p99 ms", "wrk",

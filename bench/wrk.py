@@ -1,6 +1,7 @@
 """The gateway's ceilings, measured by wrk (a C load generator, so the client takes little of the
 machine's CPU, unlike the Python one): submits (bench/submit.lua) for a few seconds at each
-connection count; queries (bench/query.lua) at 32 connections, alone and while 32 more submit, and of ended jobs alone."""
+connection count; queries (bench/query.lua) at 32 connections, alone and while 32 more submit, and
+of ended jobs alone."""
 
 from __future__ import annotations
 
@@ -47,8 +48,7 @@ def ceilings(stack: Stack, seconds: int, connections: tuple[int, ...], query_ids
     binary = shutil.which("wrk")
     if binary is None:
         return {"error": NOT_INSTALLED}
-    env = {**os.environ, "BENCH_TOKEN": stack.token, "BENCH_JOB_CWD": str(job_folder(stack)),
-           "BENCH_JOB_IDS": ",".join(query_ids)}
+    env = {**os.environ, "BENCH_TOKEN": stack.token, "BENCH_JOB_CWD": str(job_folder(stack))}
 
     def start(script: str, path: str, count: int, ids: list[str] = query_ids) -> subprocess.Popen:
         command = [binary, "--threads", str(min(2, count)), "--connections", str(count), "--duration", f"{seconds}s",
@@ -69,5 +69,6 @@ def ceilings(stack: Stack, seconds: int, connections: tuple[int, ...], query_ids
     submitting = start("submit.lua", "/jobs/submit", QUERY_CONNECTIONS)
     under_load = figures(start("query.lua", "/", QUERY_CONNECTIONS), seconds)
     return {"submit": submit,
-            "query": {"alone": alone, "ended": ended, "under_submit_load": {**under_load, "submit_load": figures(submitting, seconds)}},
+            "query": {"alone": alone, "ended": ended,
+                      "under_submit_load": {**under_load, "submit_load": figures(submitting, seconds)}},
             "projector_catch_up_s": caught_up_after_s}

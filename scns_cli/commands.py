@@ -710,7 +710,7 @@ def new_part(old: str, new: str) -> str:
 def logs(args, ctx: Context) -> int:
     api = ctx.api
     job_id = job_ids([args.job_id])[0]
-    answer, headers = ctx.api.job_with_headers(job_id)
+    answer, headers = api.job_with_headers(job_id)
     events = api.job_events(job_id)
     spec = next((event["data"].get("spec", {}) for event in events if event["type"] == "JobSubmitted"), {})
     merged = bool(spec) and spec.get("stdout") == spec.get("stderr")
@@ -736,8 +736,7 @@ def logs(args, ctx: Context) -> int:
             return 0
         time.sleep(interval)  # no event carries a job's output: read it again, a little less often each time
         interval = min(interval * 1.5, LOG_POLL_S[1])
-        answer, _ = ctx.api.job_with_headers(job_id)
-
+        answer, _ = api.job_with_headers(job_id)
 
 
 def write_logs(ctx: Context, log: dict[str, str], seen: dict[str, str], want_out: bool, want_err: bool,
