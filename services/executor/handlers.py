@@ -546,8 +546,8 @@ class Executor:
             stderr = stdout if outputs[1] == outputs[0] else opened(open_output(outputs[1], roots, user.owner, umask))
             env = {**job_environment(spec, job_id, self.node.name, user.name, user.home),
                    RUN_MARKER_VARIABLE: run.marker}
-            script = opened(in_memory_file(f"job-{job_id}.sh", spec.script, 0o444))
-            environment = opened(in_memory_file(f"job-{job_id}.env", environment_script(env), 0o444))
+            script = opened(in_memory_file(f"job-{job_id}.sh", spec.script))
+            environment = opened(in_memory_file(f"job-{job_id}.env", environment_script(env)))
             command = with_environment(workdir, environment, command_for(spec.script, f"/proc/self/fd/{script}"))
             if user.uid != os.geteuid():
                 command = as_user(user.uid, user.gid, command)

@@ -184,7 +184,7 @@ def _give(descriptor: int, owner: Owner) -> None:
         os.fchown(descriptor, owner.uid, owner.gid)
 
 
-def in_memory_file(name: str, text: str, mode: int) -> int:
+def in_memory_file(name: str, text: str) -> int:
     """A read-only descriptor of `text` held in memory (memfd) for a job to read through
     /proc/self/fd (its script, its environment): never on a disk, so there is no path another
     process could open and nothing to remove, and no inode made and freed per job."""
@@ -192,7 +192,7 @@ def in_memory_file(name: str, text: str, mode: int) -> int:
     try:
         with open(descriptor, "w", encoding="utf-8", closefd=False) as file:
             file.write(text)
-        os.fchmod(descriptor, mode)  # what a job's user opens it for: reading
+        os.fchmod(descriptor, 0o444)  # what a job's user opens it for: reading
     except BaseException:
         os.close(descriptor)
         raise
