@@ -1,4 +1,5 @@
 import asyncio
+import random
 from contextlib import asynccontextmanager
 
 import pytest
@@ -7,7 +8,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.projector.adapters.postgres import PostgresReadModel
 from services.projector.handlers import Projector
 from shared.bus import LogBehindReadModel
-from shared.events import JobAllocated, JobFinished, JobRequeued, JobStarted, JobSubmitted
+from shared.events import JobAllocated, JobCancelled, JobFinished, JobRequeued, JobStarted, JobSubmitted
 
 from ..conftest import eventually
 from .helpers import NOW, node, spec
@@ -84,6 +85,55 @@ async def test_a_terminal_state_is_never_overwritten(read_model):
     await read_model.apply(cancelled_then_finished)
     (rows, _) = await snapshot(read_model)
     assert rows == [("CANCELLED", "", 0, "0:15")]
+
+
+def random_life_of_two_queues(rng: random.Random, count: int) -> list[tuple[int, object]]:
+    """Jobs of two partitions submitted, placed, cancelled, requeued and ended in random order."""
+    events, waiting, placed = [(1, node("n1", cpus=4))], set(), set()
+    for seq in range(2, count + 2):
+        choices = ["submit"] + ["place", "cancel"] * bool(waiting) + ["requeue", "end"] * bool(placed)
+        match rng.choice(choices):
+            case "submit":
+                event = JobSubmitted(spec=spec(partition=rng.choice(["a", "b"])), submitted_at=NOW)
+                waiting.add(seq)
+            case "place":
+                job_id = rng.choice(sorted(waiting))
+                event = JobAllocated(job_id=job_id, node="n1", cpus=1, memory_mb=1, allocated_at=NOW)
+                waiting.remove(job_id), placed.add(job_id)
+            case "cancel":
+                job_id = rng.choice(sorted(waiting))
+                event = JobCancelled(job_id=job_id, cancelled_at=NOW)
+                waiting.remove(job_id)
+            case "requeue":
+                job_id = rng.choice(sorted(placed))
+                event = JobRequeued(job_id=job_id, node="n1", reason="lost", requeued_at=NOW)
+                placed.remove(job_id), waiting.add(job_id)
+            case "end":
+                job_id = rng.choice(sorted(placed))
+                event = JobFinished(job_id=job_id, node="n1", state="COMPLETED", exit_code="0:0", ended_at=NOW)
+                placed.remove(job_id)
+        events.append((seq, event))
+    return events
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_the_head_of_each_queue_is_its_earliest_waiting_job_after_every_batch(read_model, seed):
+    rng = random.Random(seed)
+    events = random_life_of_two_queues(rng, 400)
+    heads_seen, position = set(), 0
+    while position < len(events):
+        batch = events[position:position + rng.randint(1, 12)]
+        position += len(batch)
+        await read_model.apply(batch)
+        async with read_model.pool.connection() as conn:
+            kept = await (await conn.execute(
+                "select partition, job_id from queue_heads where job_id is not null order by 1")).fetchall()
+            earliest = await (await conn.execute(
+                "select partition, min(job_id) from jobs where state = 'PENDING' and node = ''"
+                " group by partition order by 1")).fetchall()
+        assert kept == earliest, batch
+        heads_seen.update(kept)
+    assert len(heads_seen) > 20  # the heads moved: placed, cancelled and requeued ones among them
 
 
 async def test_projector_follows_the_log_and_resumes_from_its_position(event_log, read_model):

@@ -18,9 +18,8 @@ JOB_COLUMNS = ", ".join(JobRecord.__struct_fields__)
 NODE_COLUMNS = ", ".join(NodeRecord.__struct_fields__)
 # Of a row of `jobs`: whether it is pending, unplaced, behind an earlier unplaced job of its
 # partition (the subquery runs only for an unplaced pending job: CASE evaluates lazily).
-AHEAD = ("case when state = 'PENDING' and node = '' then exists(select 1 from jobs ahead"
-         " where ahead.partition = jobs.partition and ahead.state = 'PENDING' and ahead.node = ''"
-         " and ahead.job_id < jobs.job_id) else false end")
+AHEAD = ("case when state = 'PENDING' and node = '' then exists(select 1 from queue_heads head"
+         " where head.partition = jobs.partition and head.job_id < jobs.job_id) else false end")
 READ_MODEL_TIMEOUT_S = 2.0  # a read (connection and query) takes at most this long, else 503
 POOL_SIZE = (2, 16)
 
@@ -114,8 +113,8 @@ class PostgresJobView:
     async def jobs_ahead(self, job: JobRecord) -> bool:
         """Whether an earlier job of the same partition is still waiting to be placed."""
         rows = await self._fetch(
-            "select exists(select 1 from jobs where partition = %s and state = 'PENDING' and node = ''"
-            " and job_id < %s)", (job.partition, job.job_id))
+            "select exists(select 1 from queue_heads where partition = %s and job_id < %s)",
+            (job.partition, job.job_id))
         return rows[0][0]
 
     async def jobs(self, *, account: str | None = None, state: str | None = None, partition: str | None = None,
