@@ -168,6 +168,7 @@ class RunningJob:
     shutdown: bool = False
     task: asyncio.Task | None = None
     submitted_at: datetime | None = None  # known when started here (for the wait-time histogram)
+    spec: JobSpec | None = None  # its submission's: where its output goes, without a read of the log
 
     def watch(self, supervision: Coroutine[Any, Any, None]) -> None:
         """Run the job's supervision as a task, in the run's span (its log lines carry the trace)."""
@@ -284,7 +285,7 @@ class Executor:
             return
         if process is not None and spec is not None:
             log.info("job %d still runs (pid %d): reattached", job_id, entry.pid, extra={"job_id": job_id})
-            running = self._running(job_id, entry.run)
+            running = self._running(job_id, entry.run, spec)
             # Its start may not have been recorded before the last executor stopped (a repeat is harmless).
             await self._report_started(job_id, running, entry.pid, entry.started_at or self.clock())
             running.watch(self._supervised(job_id, spec, running, process, entry.started_at))
@@ -439,15 +440,15 @@ class Executor:
     def _launch(self, job_id: int, submitted: JobSubmitted, run: Run) -> None:
         """Journal the run (before anything is spawned: it never starts twice), then start it."""
         self._write_journal(JournalEntry.of(job_id, run))
-        running = self._running(job_id, run)
+        running = self._running(job_id, run, submitted.spec)
         running.submitted_at = submitted.submitted_at
         running.watch(self._run(job_id, submitted.spec, running))
 
-    def _running(self, job_id: int, run: Run) -> RunningJob:
+    def _running(self, job_id: int, run: Run, spec: JobSpec) -> RunningJob:
         """A run this executor supervises, with its span."""
         span = tracer().start_span("run job", context=context_of({TRACEPARENT: run.traceparent} if run.traceparent else None),
                                    kind=SpanKind.CONSUMER, attributes={"scns.job_id": job_id, "scns.node": self.node.name})
-        self.running[job_id] = running = RunningJob(run, span)
+        self.running[job_id] = running = RunningJob(run, span, spec=spec)
         return running
 
     def _run_here(self, job_id: int) -> int | None:
@@ -664,13 +665,17 @@ class Executor:
 
     async def _logs(self, request: LogRequest) -> LogReply:
         """A job's output files, as its submission names them (not as the request does), and only
-        files of the user the job ran as: never another account's file, whatever was put in the way."""
+        files of the user the job ran as: never another account's file, whatever was put in the way.
+        A job running here has its submission at hand; an ended one's is read from the log."""
         if request.job_id is None:
             return LogReply(error="a log request must name its job (job_id)")
-        submitted = await self.events.read(request.job_id)
-        if submitted is None or not isinstance(submitted.event, JobSubmitted):
+        if (running := self.running.get(request.job_id)) is not None and running.spec is not None:
+            spec = running.spec
+        elif (submitted := await self.events.read(request.job_id)) is not None and isinstance(submitted.event, JobSubmitted):
+            spec = submitted.event.spec
+        else:
             return LogReply(error=f"no job {request.job_id}")
-        spec, owner = submitted.event.spec, self.node.job_users.for_account(submitted.event.spec.account).owner
+        owner = self.node.job_users.for_account(spec.account).owner
         stdout, stderr = (resolve_output_path(spec.cwd, path, request.job_id) for path in (spec.stdout, spec.stderr))
         return LogReply(stdout=self._read_log(stdout, owner), stderr=self._read_log(stderr, owner))
 

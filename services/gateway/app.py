@@ -68,7 +68,7 @@ from services.gateway.core.validation import (
     parse_listing,
     to_spec,
 )
-from services.gateway.core.views import JobRecord, pending_reason, query_response
+from services.gateway.core.views import JobRecord, pending_reason, query_response, waits_behind
 from services.gateway.errors import DependencyDown, JobNotFound
 from shared.bus import NATS_UNAVAILABLE, JetStreamEventLog, decode_message
 from shared.rpc import REBUILD_SUBJECT, RebuildReport
@@ -152,17 +152,12 @@ class Gateway:
     async def queried_job(self, principal: Principal, job_id: int) -> tuple[JobRecord, str]:
         """A job and why it waits, for a query: one read of the read model once it is projected."""
         if (found := await self.jobs.job_in_queue(job_id)) is None:
-            job = await self.unprojected_job(job_id)
-            check_account(principal, job.account, "query")
-            return job, await self.reason(job)
+            # A query just after the submit: the log and the read model's queue heads, read at once.
+            job, heads = await asyncio.gather(self.unprojected_job(job_id), self.jobs.queue_heads())
+            found = job, waits_behind(job, heads)
         job, jobs_ahead = found
         check_account(principal, job.account, "query")
         return job, pending_reason(job, self.nodes.partition_live(job.partition), jobs_ahead)
-
-    async def reason(self, job: JobRecord) -> str:
-        if job.state != "PENDING" or job.node:
-            return pending_reason(job, partition_live=True, jobs_ahead=False)
-        return pending_reason(job, self.nodes.partition_live(job.partition), await self.jobs.jobs_ahead(job))
 
     async def publish(self, event: Event, msg_id: str | None) -> tuple[int, bool]:
         """(sequence, whether the msg id had been published already)."""

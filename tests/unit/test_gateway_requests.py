@@ -15,7 +15,8 @@ from services.gateway.core.auth import BOOTSTRAP_ADMIN, NotAuthenticated, Princi
 from services.gateway.core.ratelimit import RateLimits
 from services.gateway.core.views import JobRecord
 from shared.config import Settings
-from shared.events import JobSubmitted, NodeRegistered
+from shared.bus import Delivered
+from shared.events import JobSpec, JobSubmitted, NodeRegistered
 
 ADMIN = "a" * 40
 USER = "u" * 40
@@ -27,8 +28,18 @@ JOB = JobRecord(job_id=5, name="n", account="acct", partition="default", state="
 
 
 class InMemoryJobs:
+    def __init__(self) -> None:
+        self.heads = {"default": JOB.job_id}
+
     async def job_in_queue(self, job_id: int):
         return (JOB, True) if job_id == JOB.job_id else None
+
+    async def queue_heads(self):
+        return self.heads
+
+
+UNPROJECTED = JobSubmitted(spec=JobSpec(account="acct", name="fresh", partition="default", cwd="/w", script="true\n",
+                                         stdout="%j.out", stderr="%j.err", time_limit_s=60), submitted_at=NOW)
 
 
 class InMemoryLogs:
@@ -56,7 +67,8 @@ class InMemoryEvents:
         self.published: list[tuple[object, dict]] = []
 
     async def read(self, seq: int):
-        return None  # nothing but job 5, which is projected
+        # Job 5 is projected; job 7 is not yet: only the log knows it.
+        return Delivered(seq, "scns.submit", UNPROJECTED) if seq == 7 else None
 
     async def publish(self, event, msg_id, timeout=None, headers=None):
         self.published.append((event, headers))
@@ -123,6 +135,16 @@ async def test_with_tracing_off_a_query_and_a_submit_do_no_trace_work(tmp_path, 
     assert (status, body) == (201, {"job_id": "1001"})
     [(submitted, headers)] = client.gateway.events.published
     assert isinstance(submitted, JobSubmitted) and submitted.traceparent is None and headers == {}
+
+
+@pytest.mark.parametrize(("heads", "reason"), [({"default": 5}, "Priority"), ({}, "Resources")])
+async def test_a_job_not_projected_yet_is_read_from_the_log_and_placed_behind_the_queue_head(tmp_path, heads, reason):
+    client = Client(tmp_path)
+    client.gateway.jobs.heads = heads
+    status, body = await client.request("GET", "/jobs/query/7")
+    assert status == 200 and (body["detail"]["job_name"], body["state"]) == ("fresh", "PENDING")
+    assert body["detail"]["reason"] == reason
+    assert (await client.request("GET", "/jobs/query/8"))[0] == 404
 
 
 async def test_with_tracing_on_a_submission_carries_its_trace(tmp_path, monkeypatch):

@@ -110,12 +110,9 @@ class PostgresJobView:
         *columns, ahead = rows[0]
         return JobRecord(**dict(zip(JobRecord.__struct_fields__, columns))), ahead
 
-    async def jobs_ahead(self, job: JobRecord) -> bool:
-        """Whether an earlier job of the same partition is still waiting to be placed."""
-        rows = await self._fetch(
-            "select exists(select 1 from queue_heads where partition = %s and job_id < %s)",
-            (job.partition, job.job_id))
-        return rows[0][0]
+    async def queue_heads(self) -> dict[str, int]:
+        """The earliest job waiting to be placed, of each partition where one waits."""
+        return dict(await self._fetch("select partition, job_id from queue_heads where job_id is not null"))
 
     async def jobs(self, *, account: str | None = None, state: str | None = None, partition: str | None = None,
                    before: int | None = None, limit: int = 100) -> list[JobRecord]:

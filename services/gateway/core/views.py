@@ -207,6 +207,13 @@ def job_events(job_id: int, entries: list[tuple[int, datetime, Event]]) -> wire.
     return wire.JobEvents(job_id=str(job_id), events=events)
 
 
+def waits_behind(job: JobRecord, queue_heads: dict[str, int]) -> bool:
+    """Whether an earlier job of the job's partition waits to be placed (`queue_heads`: the earliest
+    waiting job of each partition where one waits)."""
+    head = queue_heads.get(job.partition)
+    return head is not None and head < job.job_id
+
+
 def pending_reason(job: JobRecord, partition_live: bool, jobs_ahead: bool) -> str:
     """Slurm's reason a job waits: "None" unless it is pending and not yet placed."""
     if job.state != "PENDING" or job.node:
