@@ -68,7 +68,8 @@ def job_folder(stack: Stack) -> Path:
 
 def loadgen_process(stack: Stack, mode: str, *args: str) -> subprocess.Popen:
     """The load generator started against the stack."""
-    command = [sys.executable, str(HERE / "loadgen.py"), "--base-url", stack.config.api_url, "--token", stack.token,
+    # `--token=…` in one word: a token may start with "-", which argparse would take for an option.
+    command = [sys.executable, str(HERE / "loadgen.py"), "--base-url", stack.config.api_url, f"--token={stack.token}",
                "--cwd", str(job_folder(stack)), "--mode", mode, *args]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -132,7 +132,7 @@ def secret(path: Path) -> str:
     """A random secret kept in an owner-only file: made on first start, the same afterwards."""
     if path.exists():
         return path.read_text().strip()
-    value = secrets.token_urlsafe(32)
+    value = secrets.token_hex(32)  # never starts with "-", which a command line takes for an option
     path.touch(mode=0o600)
     path.write_text(value + "\n")
     return value

@@ -674,7 +674,7 @@ def create_app(settings: Settings, traced: bool = False, metered: bool = False) 
     if settings.admin_token and len(settings.admin_token) < MIN_ADMIN_TOKEN_CHARS:
         # It is looked up like any token, and guessing is slowed per address only: it must be unguessable.
         raise ValueError(f"SCNS_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
-                         f"(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+                         f"(e.g. python3 -c 'import secrets; print(secrets.token_hex(32))')")
     if settings.auth_disabled:
         log.warning("AUTHENTICATION IS OFF: every request to %s:%d acts as admin", settings.api_host,
                     settings.api_port)

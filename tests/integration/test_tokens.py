@@ -20,6 +20,8 @@ async def store(event_log):
 
 async def test_tokens_are_kept_only_as_hashes(store):
     _, token = await store.create("alice", "acct-a", "user")
+    # Hex: one in 64 of the URL-safe base64 ones started with "-", which `scns config set token` refused.
+    assert len(token) == 64 and int(token, 16) >= 0
     keys = await store.kv.keys()
     stored = [key.encode() + (await store.kv.get(key)).value for key in keys]
     assert stored and all(token.encode() not in entry for entry in stored)

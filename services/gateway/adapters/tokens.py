@@ -110,7 +110,7 @@ class NatsTokenStore:
             raise DependencyDown("tokens are signed with the admin token: set SCNS_ADMIN_TOKEN")
         if name in RESERVED_NAMES:
             raise TokenNameTaken(f"the token name {name!r} is reserved (the bootstrap admin's, or AUTH_DISABLED's)")
-        token = secrets.token_urlsafe(32)
+        token = secrets.token_hex(32)  # never starts with "-", which a command line takes for an option
         record = TokenRecord(name=name, account=account, role=role, hash=token_hash(token),
                              created_at=datetime.now(timezone.utc))
         record.mac = self._mac(record)
