@@ -99,7 +99,8 @@ def random_life_of_two_queues(rng: random.Random, count: int) -> list[tuple[int,
             case "place":
                 job_id = rng.choice(sorted(waiting))
                 event = JobAllocated(job_id=job_id, node="n1", cpus=1, memory_mb=1, allocated_at=NOW)
-                waiting.remove(job_id), placed.add(job_id)
+                waiting.remove(job_id)
+                placed.add(job_id)
             case "cancel":
                 job_id = rng.choice(sorted(waiting))
                 event = JobCancelled(job_id=job_id, cancelled_at=NOW)
@@ -107,7 +108,8 @@ def random_life_of_two_queues(rng: random.Random, count: int) -> list[tuple[int,
             case "requeue":
                 job_id = rng.choice(sorted(placed))
                 event = JobRequeued(job_id=job_id, node="n1", reason="lost", requeued_at=NOW)
-                placed.remove(job_id), waiting.add(job_id)
+                placed.remove(job_id)
+                waiting.add(job_id)
             case "end":
                 job_id = rng.choice(sorted(placed))
                 event = JobFinished(job_id=job_id, node="n1", state="COMPLETED", exit_code="0:0", ended_at=NOW)
