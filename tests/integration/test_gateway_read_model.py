@@ -7,6 +7,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.gateway.adapters.jobs import PostgresJobView, read_pool
 from services.gateway.core.views import waits_behind
+from services.gateway.errors import DependencyDown
 from services.projector.adapters.postgres import PostgresReadModel
 from shared.events import JobAllocated, JobSubmitted
 
@@ -50,6 +51,15 @@ async def test_a_job_and_whether_it_waits_behind_another_come_in_one_read_as_fro
         assert jobs_ahead is ahead and waits_behind(job, heads) is ahead, job_id
     assert (await view.job_in_queue(2))[0].node == "n1"
     assert await view.job_in_queue(99) is None
+
+
+@pytest.mark.parametrize("older", ["drop table queue_heads", "alter table jobs drop column restarts"])
+async def test_a_read_model_of_an_older_version_is_unavailable_not_an_error(view, database, older):
+    # What a new gateway meets while the projector still rebuilds the read model to its version.
+    with psycopg.connect(database, autocommit=True, options=f"-c search_path={SCHEMA}") as admin:
+        admin.execute(older)
+    with pytest.raises(DependencyDown, match="no schema of this version yet"):
+        await view.job_in_queue(4)
 
 
 async def test_reads_survive_connections_the_server_dropped(view, database):

@@ -55,8 +55,11 @@ class PostgresJobView:
             raise DependencyDown("PostgreSQL (read model) did not answer in time") from error
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise DependencyDown(f"PostgreSQL (read model) is unavailable: {error}") from error
-        except psycopg.errors.UndefinedTable as error:
-            raise DependencyDown("PostgreSQL (read model) has no schema yet: is the projector running?") from error
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as error:
+            # No schema, or an older one: a projector of this version rebuilds it at start and
+            # swaps it in when done.
+            raise DependencyDown("PostgreSQL (read model) has no schema of this version yet: is the projector "
+                                 "running, and done rebuilding it?") from error
 
     async def _run(self, sql: str, params: tuple, row_type: type | None) -> list[Any]:
         try:
