@@ -327,7 +327,6 @@ class Executor:
         """What an older supervising shell made before it started the job (a run of it may still run)."""
         return self.node.state_dir / "status" / f"{job_id}.started"
 
-
     # ---- allocations and cancels ---------------------------------------------------------------
 
     async def consume(self) -> None:
