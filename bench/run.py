@@ -197,6 +197,8 @@ def rows(sizes: Sizes) -> list[Row]:
                          (("client_submit_to_running_ms", percentile),), goal, False, slurm, original))
         table.append(Row(f"submit → start, server timestamps, {percentile} ms", "latency",
                          (("server_submit_to_start_ms", percentile),), goal, False, slurm, original))
+    table.append(Row("submit → RUNNING, client: floor here (its 3 requests as `GET /`, 10 ms apart), p50 ms",
+                     "latency", (("client_floor_ms",),)))
     table.append(Row("submit → finished, client, p50 / p99 ms", "latency",
                      (("client_submit_to_terminal_ms", "p50"), ("client_submit_to_terminal_ms", "p99"))))
     table.append(Row("cancel of a running job → CANCELLED, p50 ms", "cancel", (("cancel_to_terminal_ms", "p50"),),
