@@ -197,6 +197,11 @@ def rows(sizes: Sizes) -> list[Row]:
                          (("client_submit_to_running_ms", percentile),), goal, False, slurm, original))
         table.append(Row(f"submit → start, server timestamps, {percentile} ms", "latency",
                          (("server_submit_to_start_ms", percentile),), goal, False, slurm, original))
+    table.append(Row("submit → RUNNING, client: samples in which a query saw RUNNING / samples", "latency",
+                     (("running_observed",), ("samples",))))
+    table.append(Row("submit → RUNNING, client, a job that runs 0.2 s, p50 / p99 ms",
+                     "latency", tuple(("longer_job", "client_submit_to_running_ms", percentile)
+                                      for percentile in ("p50", "p99"))))
     table.append(Row("submit → RUNNING, client: floor here (its 3 requests as `GET /`, 10 ms apart), p50 ms",
                      "latency", (("client_floor_ms",),)))
     table.append(Row("submit → finished, client, p50 / p99 ms", "latency",
