@@ -32,7 +32,7 @@ def wait_for_projector(stack: Stack, timeout: float = 120) -> float:
 
 
 LATENCY_GAP_S = 0.2
-POLL_INTERVAL_S = 0.01  # the load generator's
+POLL_INTERVAL_S = 0.01
 LONGER_JOB = r"#!/bin/bash\nsleep 0.2\necho hi\n"  # the load generator turns "\n" into newlines
 
 
@@ -42,7 +42,8 @@ def latency(stack: Stack, samples: int) -> dict:
     `echo hi` may end before a query sees it RUNNING, and such a sample does not count in submit ->
     RUNNING: a job that runs 0.2 s (`longer_job`) is RUNNING across several queries. With the floor
     of the client's way of measuring on this machine (`client_floor_ms`)."""
-    options = ("--samples", str(samples), "--gap", str(LATENCY_GAP_S), "--gap-jitter", "0")
+    options = ("--samples", str(samples), "--gap", str(LATENCY_GAP_S), "--gap-jitter", "0",
+               "--poll-interval", str(POLL_INTERVAL_S))
     figures = loadgen(stack, "latency", *options)
     longer_job = loadgen(stack, "latency", *options, "--script", LONGER_JOB)
     return {**figures, "longer_job": longer_job, "client_floor_ms": asyncio.run(client_floor_ms(stack, samples))}
