@@ -162,13 +162,13 @@ class PreviousRunStillEnding(RuntimeError):
 
 @dataclass(slots=True)
 class RunningJob:
-    run: Run = field(default_factory=Run)
-    span: trace.Span = field(default_factory=lambda: trace.INVALID_SPAN)  # the run's, from start to end
+    run: Run
+    span: trace.Span  # the run's, from start to end
+    spec: JobSpec  # its submission's: where its output goes, without a read of the log
     cancel: asyncio.Event = field(default_factory=asyncio.Event)  # set by a cancel request or shutdown
     shutdown: bool = False
     task: asyncio.Task | None = None
     submitted_at: datetime | None = None  # known when started here (for the wait-time histogram)
-    spec: JobSpec | None = None  # its submission's: where its output goes, without a read of the log
 
     def watch(self, supervision: Coroutine[Any, Any, None]) -> None:
         """Run the job's supervision as a task, in the run's span (its log lines carry the trace)."""
@@ -447,7 +447,7 @@ class Executor:
         """A run this executor supervises, with its span."""
         span = tracer().start_span("run job", context=context_of({TRACEPARENT: run.traceparent} if run.traceparent else None),
                                    kind=SpanKind.CONSUMER, attributes={"scns.job_id": job_id, "scns.node": self.node.name})
-        self.running[job_id] = running = RunningJob(run, span, spec=spec)
+        self.running[job_id] = running = RunningJob(run, span, spec)
         return running
 
     def _run_here(self, job_id: int) -> int | None:
@@ -668,7 +668,7 @@ class Executor:
         A job running here has its submission at hand; an ended one's is read from the log."""
         if request.job_id is None:
             return LogReply(error="a log request must name its job (job_id)")
-        if (running := self.running.get(request.job_id)) is not None and running.spec is not None:
+        if (running := self.running.get(request.job_id)) is not None:
             spec = running.spec
         elif (submitted := await self.events.read(request.job_id)) is not None and isinstance(submitted.event, JobSubmitted):
             spec = submitted.event.spec
