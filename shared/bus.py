@@ -9,6 +9,7 @@ publish of the same decision a no-op within the dedup window; consumers are idem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import ssl
@@ -22,7 +23,7 @@ import nats
 from nats.aio.client import Client, ServerVersion
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from shared.config import ConfigError, Settings
@@ -39,6 +40,15 @@ CONNECT_TIMEOUT_S = 2.0
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code when an expected-last-sequence check fails
 REPLAY_INACTIVE_S = 60.0  # an abandoned reader's consumer disappears after this
 REPLAY_POLL_S = 5.0
+# A reader keeps a pull request of PULL_BATCH messages open (see `pulled`). While none comes, the
+# server sends a heartbeat every PULL_HEARTBEAT_S; two of them missed, the request is taken for
+# lost (NATS restarted, say) and made again. A request lasts PULL_EXPIRES_S, then is renewed, so
+# the server forgets one of a reader that vanished soon enough.
+PULL_BATCH = 512
+PULL_HEARTBEAT_S = 2.5
+PULL_EXPIRES_S = 30.0
+JS_API = "$JS.API"
+PENDING_MESSAGES = "Nats-Pending-Messages"  # what an expired request had not delivered
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 2.0
 # What an outage or restart of NATS looks like to a client: to be waited out, never fatal.
 NATS_UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -317,6 +327,7 @@ class JetStreamEventLog:
     def _reader_config(subject: str, start_seq: int) -> ConsumerConfig:
         """An ephemeral consumer without acks: its reader keeps the position."""
         return ConsumerConfig(
+            name=f"reader-{secrets.token_hex(8)}",
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=max(1, start_seq),
             ack_policy=AckPolicy.NONE,
@@ -325,7 +336,7 @@ class JetStreamEventLog:
             mem_storage=True,
         )
 
-    async def replay(self, start_seq: int = 1, subject: str = "scns.>", batch: int = 512) -> AsyncIterator[Msg]:
+    async def replay(self, start_seq: int = 1, subject: str = "scns.>") -> AsyncIterator[Msg]:
         """Every message from `start_seq` on, in stream order, then new ones as they come.
 
         An ephemeral pull consumer without acks; the reader keeps its own position, so a lost
@@ -334,30 +345,77 @@ class JetStreamEventLog:
         next_seq = max(1, start_seq)
         delay = RETRY_MIN_S
         while True:
-            sub = None
             try:
-                sub = await self.js.pull_subscribe(subject, stream=STREAM,
-                                                   config=self._reader_config(subject, next_seq))
-                while True:
-                    try:
-                        messages = await sub.fetch(batch, timeout=REPLAY_POLL_S)
-                    except asyncio.TimeoutError:  # nats-py raises both its own and the plain one
-                        self.give_up_if_stopping()
-                        await sub.consumer_info()  # raises when the consumer is gone or NATS is away
-                        continue
-                    delay = RETRY_MIN_S
-                    for msg in messages:
-                        next_seq = msg.metadata.sequence.stream + 1
-                        yield msg
+                consumer = (await self.js.add_consumer(STREAM, self._reader_config(subject, next_seq))).name
+                async with contextlib.aclosing(self.pulled(consumer)) as arriving:
+                    async for messages in arriving:
+                        delay = RETRY_MIN_S
+                        for msg in messages:
+                            next_seq = msg.metadata.sequence.stream + 1
+                            yield msg
             except (NotFoundError, *NATS_UNAVAILABLE) as error:
                 self.give_up_if_stopping()
                 log.warning("log reader interrupted (%s); resuming from seq %d in %.1f s",
                             type(error).__name__, next_seq, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-            finally:
-                if sub is not None:
-                    await _quietly(sub.unsubscribe())
+
+    async def pulled(self, consumer: str) -> AsyncIterator[list[Msg]]:
+        """The consumer's messages as they come, in lists of those that arrived together.
+
+        One pull request stays open, topped up when half of it is delivered. (nats-py's `fetch`
+        makes a request per call, and one that finds nothing ends with a status message: with
+        events coming one at a time, each cost every reader a request and a status besides itself,
+        and an event that came between two fetches waited for the next request.)
+        Raises NotFoundError when the consumer is gone; waits a NATS outage out.
+        """
+        arrived: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_message(msg: Msg) -> None:
+            arrived.put_nowait(msg)
+
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=on_message)
+        request_subject = f"{JS_API}.CONSUMER.MSG.NEXT.{STREAM}.{consumer}"
+        requested = 0  # what the open requests may still deliver
+        try:
+            while True:
+                if requested <= PULL_BATCH // 2:
+                    await self.nc.publish(request_subject, msgspec.json.encode({
+                        "batch": PULL_BATCH - requested, "expires": int(PULL_EXPIRES_S * 1e9),
+                        "idle_heartbeat": int(PULL_HEARTBEAT_S * 1e9)}), reply=inbox)
+                    requested = PULL_BATCH
+                try:
+                    async with asyncio.timeout(2 * PULL_HEARTBEAT_S):
+                        messages = [await arrived.get()]
+                except TimeoutError:  # the request was lost, or NATS is away: ask again
+                    requested = 0
+                    await self._check_consumer(consumer)
+                    continue
+                while not arrived.empty():
+                    messages.append(arrived.get_nowait())
+                delivered = []
+                for msg in messages:
+                    status = msg.headers.get(Header.STATUS) if msg.headers else None
+                    if not status:
+                        delivered.append(msg)
+                        requested -= 1
+                    elif status == "408":  # a request expired
+                        requested -= int(msg.headers.get(PENDING_MESSAGES, requested))
+                    elif status != "100":  # not a heartbeat: a request ended otherwise (the consumer deleted, say)
+                        requested = 0
+                        await self._check_consumer(consumer)
+                if delivered:
+                    yield delivered
+        finally:
+            await _quietly(sub.unsubscribe())
+
+    async def _check_consumer(self, consumer: str) -> None:
+        """Raises NotFoundError when the consumer is gone; waits a NATS outage out."""
+        try:
+            await self.js.consumer_info(STREAM, consumer)
+        except NATS_UNAVAILABLE:
+            self.give_up_if_stopping()
 
 
 def is_request(msg: Msg) -> bool:

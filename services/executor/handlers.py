@@ -346,18 +346,10 @@ class Executor:
         )
         # Create or update: a durable whose filter changed must not keep its old one.
         await self.events.js.add_consumer(STREAM, config=config)
-        sub = await self.events.js.pull_subscribe_bind(durable=durable, stream=STREAM)
-        try:
-            while True:
-                try:
-                    messages = await sub.fetch(batch=256, timeout=5)
-                except asyncio.TimeoutError:  # nats-py raises both its own and the plain one
-                    self.events.give_up_if_stopping()
-                    continue
+        # Closed on the way out: interest is withdrawn at once, so nothing more is delivered to an executor that stops.
+        async with contextlib.aclosing(self.events.pulled(durable)) as arriving:
+            async for messages in arriving:
                 await self._process_batch(messages)
-        finally:
-            # Withdraw interest at once, so nothing more is delivered to an executor that stops.
-            await sub.unsubscribe()
 
     async def _process_batch(self, messages: list) -> None:
         """Handle a batch: the messages of one job in order, those of different jobs at once (an

@@ -3,9 +3,11 @@ import asyncio
 import nats
 import pytest
 
+from shared import bus
 from shared.bus import JetStreamEventLog, decode_message
-from shared.events import JobCancelRequested, JobFinished, JobLost, JobSubmitted
+from shared.events import STREAM, JobCancelRequested, JobFinished, JobLost, JobSubmitted
 
+from ..conftest import eventually
 from .helpers import NOW, spec
 
 pytestmark = pytest.mark.integration
@@ -75,3 +77,63 @@ async def test_a_log_reader_ends_when_its_own_connection_is_closed(nats_server):
     await events.close()
     with pytest.raises(nats.errors.ConnectionClosedError):
         await asyncio.wait_for(reader, 10)
+
+
+async def read_into(events: JetStreamEventLog, seen: list[int]) -> None:
+    async for msg in events.replay(1):
+        seen.append(decode_message(msg).event.job_id)
+
+
+async def pull_requests(events: JetStreamEventLog) -> tuple[list, nats.aio.subscription.Subscription]:
+    """The pull requests the stream's consumers get from now on (NATS echoes our own publishes)."""
+    requests = []
+
+    async def record(msg):
+        requests.append(msg)
+
+    return requests, await events.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.>", cb=record)
+
+
+async def test_a_log_reader_keeps_one_pull_request_open_not_one_per_event(event_log):
+    """Events that come one at a time cost a reader no request each: one request stays open."""
+    requests, watcher = await pull_requests(event_log)
+    seen: list[int] = []
+    reader = asyncio.create_task(read_into(event_log, seen))
+    try:
+        for job_id in range(1, 41):
+            await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
+            await eventually(lambda job_id=job_id: seen[-1:] == [job_id], what=f"event {job_id} read")
+        assert seen == list(range(1, 41))
+        assert len(requests) == 1
+    finally:
+        reader.cancel()
+        await watcher.unsubscribe()
+
+
+async def test_a_log_reader_asks_again_when_its_request_expires(event_log, monkeypatch):
+    monkeypatch.setattr(bus, "PULL_EXPIRES_S", 0.3)
+    monkeypatch.setattr(bus, "PULL_HEARTBEAT_S", 0.1)
+    requests, watcher = await pull_requests(event_log)
+    seen: list[int] = []
+    reader = asyncio.create_task(read_into(event_log, seen))
+    try:
+        await eventually(lambda: len(requests) >= 4, what="requests renewed as they expire")
+        await event_log.publish(JobCancelRequested(job_id=7, requested_at=NOW))
+        await eventually(lambda: seen == [7], what="the event read after its reader's requests expired")
+    finally:
+        reader.cancel()
+        await watcher.unsubscribe()
+
+
+async def test_a_log_reader_whose_consumer_is_deleted_goes_on_from_where_it_was(event_log):
+    seen: list[int] = []
+    reader = asyncio.create_task(read_into(event_log, seen))
+    try:
+        await event_log.publish(JobCancelRequested(job_id=1, requested_at=NOW))
+        await eventually(lambda: seen == [1], what="the first event read")
+        for consumer in await event_log.js.consumers_info(STREAM):
+            await event_log.js.delete_consumer(STREAM, consumer.name)
+        await event_log.publish(JobCancelRequested(job_id=2, requested_at=NOW))
+        await eventually(lambda: seen == [1, 2], what="the next event read, once, by a new consumer")
+    finally:
+        reader.cancel()
