@@ -402,9 +402,12 @@ class JetStreamEventLog:
                         requested -= 1
                     elif status == "408":  # a request expired
                         requested -= int(msg.headers.get(PENDING_MESSAGES, requested))
-                    elif status != "100":  # not a heartbeat: a request ended otherwise (the consumer deleted, say)
+                    elif status != "100":  # not a heartbeat: a request refused or ended (the consumer deleted, say)
+                        log.warning("a pull request of consumer %s ended: %s %s", consumer, status,
+                                    msg.headers.get(Header.DESCRIPTION, ""))
                         requested = 0
                         await self._check_consumer(consumer)
+                        await asyncio.sleep(RETRY_MIN_S)  # one the server refuses is not asked again at once
                 if delivered:
                     yield delivered
         finally:

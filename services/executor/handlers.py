@@ -27,6 +27,7 @@ import nats
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
 
 from services.executor.adapters.files import Owner, in_memory_file, make_workdir, open_log, open_output
 from services.executor.adapters.limits import (
@@ -344,12 +345,17 @@ class Executor:
             ack_wait=ALLOCATION_ACK_WAIT_S,
             max_ack_pending=10000,
         )
-        # Create or update: a durable whose filter changed must not keep its old one.
-        await self.events.js.add_consumer(STREAM, config=config)
-        # Closed on the way out: interest is withdrawn at once, so nothing more is delivered to an executor that stops.
-        async with contextlib.aclosing(self.events.pulled(durable)) as arriving:
-            async for messages in arriving:
-                await self._process_batch(messages)
+        while True:
+            # Create or update: a durable whose filter changed must not keep its old one.
+            await self.events.js.add_consumer(STREAM, config=config)
+            try:
+                # Closed on the way out: interest is withdrawn at once, so nothing more is
+                # delivered to an executor that stops.
+                async with contextlib.aclosing(self.events.pulled(durable)) as arriving:
+                    async for messages in arriving:
+                        await self._process_batch(messages)
+            except NotFoundError:  # deleted (by an operator, say): made again, it delivers every allocation
+                log.warning("this node's consumer of the log is gone: making it again")
 
     async def _process_batch(self, messages: list) -> None:
         """Handle a batch: the messages of one job in order, those of different jobs at once (an

@@ -120,6 +120,17 @@ async def test_a_batch_of_allocations_starts_each_job_once_even_one_delivered_tw
         await executor.stop_jobs()
 
 
+async def test_a_deleted_consumer_is_made_again_and_runs_nothing_twice(event_log, executor, tmp_path):
+    first, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "first"), "echo once >> runs.txt\n"))
+    await eventually(lambda: finished(event_log, first), what="the first job's end")
+    await event_log.js.delete_consumer("SCNS", executor_consumer("n1"))
+    second, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "second"), "echo once >> runs.txt\n"))
+    assert (await eventually(lambda: finished(event_log, second), what="the next job's end")).state == "COMPLETED"
+    await eventually(lambda: consumed_everything(event_log), what="the new consumer read to the end")
+    assert len(await job_events(event_log, first, JobStarted)) == 1
+    assert (tmp_path / "first" / "runs.txt").read_text() == "once\n"
+
+
 async def test_a_stopping_executor_ends_its_jobs_and_reports_them_before_it_goes(event_log, executor, tmp_path):
     job_id, _ = await submit_and_allocate(event_log, spec(str(tmp_path / "job"), "sleep 3022\n"))
     await eventually(lambda: job_events(event_log, job_id, JobStarted), what="JobStarted")
