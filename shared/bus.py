@@ -23,7 +23,16 @@ import nats
 from nats.aio.client import Client, ServerVersion
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    DEFAULT_PREFIX,
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    Header,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
 
 from shared.config import ConfigError, Settings
@@ -47,7 +56,6 @@ REPLAY_POLL_S = 5.0
 PULL_BATCH = 512
 PULL_HEARTBEAT_S = 2.5
 PULL_EXPIRES_S = 30.0
-JS_API = "$JS.API"
 PENDING_MESSAGES = "Nats-Pending-Messages"  # what an expired request had not delivered
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 2.0
 # What an outage or restart of NATS looks like to a client: to be waited out, never fatal.
@@ -376,7 +384,7 @@ class JetStreamEventLog:
 
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox, cb=on_message)
-        request_subject = f"{JS_API}.CONSUMER.MSG.NEXT.{STREAM}.{consumer}"
+        request_subject = f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{STREAM}.{consumer}"
         requested = 0  # what the open requests may still deliver
         try:
             while True:

@@ -104,7 +104,7 @@ async def test_a_log_reader_keeps_one_pull_request_open_not_one_per_event(event_
             await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
             await eventually(lambda job_id=job_id: seen[-1:] == [job_id], what=f"event {job_id} read")
         assert seen == list(range(1, 41))
-        assert len(requests) == 1
+        assert len(requests) <= 2  # the first, and a renewal should a slow machine see it expire
     finally:
         reader.cancel()
         await watcher.unsubscribe()
