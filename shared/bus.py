@@ -345,7 +345,15 @@ class JetStreamEventLog:
         )
 
     async def replay(self, start_seq: int = 1, subject: str = "scns.>") -> AsyncIterator[Msg]:
-        """Every message from `start_seq` on, in stream order, then new ones as they come.
+        """Every message from `start_seq` on, in stream order, then new ones as they come."""
+        async with contextlib.aclosing(self.arrivals(start_seq, subject)) as arriving:
+            async for messages in arriving:
+                for msg in messages:
+                    yield msg
+
+    async def arrivals(self, start_seq: int = 1, subject: str = "scns.>") -> AsyncIterator[list[Msg]]:
+        """`replay` in lists of the messages that arrived together: a reader that acts at the tip of
+        the log acts once on all that came while it was busy, not once per message.
 
         An ephemeral pull consumer without acks; the reader keeps its own position, so a lost
         consumer (NATS restarted, inactivity) is simply created again from the next sequence.
@@ -358,9 +366,8 @@ class JetStreamEventLog:
                 async with contextlib.aclosing(self.pulled(consumer)) as arriving:
                     async for messages in arriving:
                         delay = RETRY_MIN_S
-                        for msg in messages:
-                            next_seq = msg.metadata.sequence.stream + 1
-                            yield msg
+                        next_seq = messages[-1].metadata.sequence.stream + 1
+                        yield messages
             except (NotFoundError, *NATS_UNAVAILABLE) as error:
                 self.give_up_if_stopping()
                 log.warning("log reader interrupted (%s); resuming from seq %d in %.1f s",
@@ -427,6 +434,12 @@ class JetStreamEventLog:
             await self.js.consumer_info(STREAM, consumer)
         except NATS_UNAVAILABLE:
             self.give_up_if_stopping()
+
+
+def at_tip(msg: Msg, arrived: list[Msg]) -> bool:
+    """Whether `msg`, of a list from `arrivals`, ends what the log holds: the last of the list, and
+    nothing was stored after it when it was delivered."""
+    return msg is arrived[-1] and msg.metadata.num_pending == 0
 
 
 def is_request(msg: Msg) -> bool:

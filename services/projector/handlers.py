@@ -17,7 +17,7 @@ import psycopg
 from opentelemetry.trace import SpanKind
 
 from services.projector.adapters.postgres import PostgresReadModel
-from shared.bus import JetStreamEventLog, decode_message, is_request
+from shared.bus import JetStreamEventLog, at_tip, decode_message, is_request
 from shared.events import STREAM, AnyEvent
 from shared.rpc import REBUILD_SUBJECT, RebuildReport
 from shared.telemetry import TRACEPARENT, context_of, tracer
@@ -77,20 +77,22 @@ class Projector:
         position = await self.model.position()
         batch: Batch = []
         traced: list[tuple[str, dict[str, str]]] = []  # (event type, headers) of the batch's traced events
-        async for msg in self.events.replay(position + 1):
-            delivered = decode_message(msg)
-            batch.append((msg.metadata.sequence.stream, delivered.event if delivered else None))
-            if delivered and msg.headers and TRACEPARENT in msg.headers:
-                traced.append((type(delivered.event).__name__, msg.headers))
-            # Apply when the reader is at the tip, or the batch is full: batches grow under load.
-            if msg.metadata.num_pending == 0 or len(batch) >= MAX_BATCH:
-                applying = time.time_ns()
-                await self._apply_until_done(self.model, batch)
-                for event_type, headers in traced:  # each a child of the span that published the event
-                    tracer().start_span(f"project {event_type}", context=context_of(headers), kind=SpanKind.CONSUMER,
-                                        start_time=applying).end()
-                batch.clear()
-                traced.clear()
+        async for messages in self.events.arrivals(position + 1):
+            for msg in messages:
+                delivered = decode_message(msg)
+                batch.append((msg.metadata.sequence.stream, delivered.event if delivered else None))
+                if delivered and msg.headers and TRACEPARENT in msg.headers:
+                    traced.append((type(delivered.event).__name__, msg.headers))
+                # Apply at the tip, all that came while the last batch was applied; or when the batch
+                # is full: batches grow under load.
+                if at_tip(msg, messages) or len(batch) >= MAX_BATCH:
+                    applying = time.time_ns()
+                    await self._apply_until_done(self.model, batch)
+                    for event_type, headers in traced:  # each a child of the span that published the event
+                        tracer().start_span(f"project {event_type}", context=context_of(headers),
+                                            kind=SpanKind.CONSUMER, start_time=applying).end()
+                    batch.clear()
+                    traced.clear()
 
     async def rebuild(self, compare: bool = True) -> RebuildReport:
         """Replay the whole log into a fresh schema and swap it in. With `compare` (a model of the

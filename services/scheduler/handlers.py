@@ -31,6 +31,7 @@ from shared.telemetry import TRACEPARENT, context_of, headers_of, tracer
 from shared.bus import (
     NATS_UNAVAILABLE,
     JetStreamEventLog,
+    at_tip,
     decode_message,
     expect_last,
     is_request,
@@ -128,25 +129,27 @@ class Scheduler:
         if target <= self.state.last_seq:
             self.caught_up.set()
         read_since_pass = 0
-        async for msg in self.events.replay(self.state.last_seq + 1):
-            delivered = decode_message(msg)
-            seq = msg.metadata.sequence.stream
-            if delivered is not None:
-                evolve(self.state, seq, delivered.event, delivered.stored_at)
-            else:
-                self.state.last_seq = seq
-            if not self.caught_up.is_set() and seq >= target:
-                log.info("caught up with the log at seq %d: %d nodes, %d jobs placed", seq,
-                         len(self.state.nodes), len(self.state.placed))
-                self.caught_up.set()
-            read_since_pass += 1
-            # At the tip of the log, or at least every so often under a continuous stream of events.
-            if self.caught_up.is_set() and (msg.metadata.num_pending == 0 or read_since_pass >= MAX_EVENTS_PER_PASS):
-                if self.active:
-                    await self.schedule()
-                    await self.snapshot_if_due()
-                read_since_pass = 0
-                self.decided_through = seq
+        async for messages in self.events.arrivals(self.state.last_seq + 1):
+            for msg in messages:
+                delivered = decode_message(msg)
+                seq = msg.metadata.sequence.stream
+                if delivered is not None:
+                    evolve(self.state, seq, delivered.event, delivered.stored_at)
+                else:
+                    self.state.last_seq = seq
+                if not self.caught_up.is_set() and seq >= target:
+                    log.info("caught up with the log at seq %d: %d nodes, %d jobs placed", seq,
+                             len(self.state.nodes), len(self.state.placed))
+                    self.caught_up.set()
+                read_since_pass += 1
+                # At the tip of the log, once for all that came during the last pass; or every so
+                # often under a continuous stream of events.
+                if self.caught_up.is_set() and (at_tip(msg, messages) or read_since_pass >= MAX_EVENTS_PER_PASS):
+                    if self.active:
+                        await self.schedule()
+                        await self.snapshot_if_due()
+                    read_since_pass = 0
+                    self.decided_through = seq
 
     async def schedule(self) -> None:
         """One pass: publish each decision, then take it into the state at once."""

@@ -4,7 +4,7 @@ import nats
 import pytest
 
 from shared import bus
-from shared.bus import JetStreamEventLog, decode_message
+from shared.bus import JetStreamEventLog, at_tip, decode_message
 from shared.events import STREAM, JobCancelRequested, JobFinished, JobLost, JobSubmitted
 
 from ..conftest import eventually
@@ -108,6 +108,20 @@ async def test_a_log_reader_keeps_one_pull_request_open_not_one_per_event(event_
     finally:
         reader.cancel()
         await watcher.unsubscribe()
+
+
+async def test_a_log_reader_hands_over_what_arrived_together_in_one_list(event_log):
+    """What came while its reader was busy is handed over at once: the projector applies it in
+    one transaction, the scheduler decides on it in one pass."""
+    for job_id in range(1, 41):
+        await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
+    lists = []
+    async for messages in event_log.arrivals(1):
+        lists.append([decode_message(msg).event.job_id for msg in messages])
+        if at_tip(messages[-1], messages):
+            break
+    assert [job_id for arrived in lists for job_id in arrived] == list(range(1, 41))
+    assert len(lists) < 10  # the stored 40 come in a read or a few, not one by one
 
 
 async def test_a_log_reader_asks_again_when_its_request_expires(event_log, monkeypatch):
