@@ -16,9 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from psycopg_pool import AsyncConnectionPool  # noqa: E402
-
-from services.projector.adapters.postgres import PostgresReadModel  # noqa: E402
+from services.projector.adapters.postgres import PostgresReadModel, writer_pool  # noqa: E402
 from services.projector.handlers import Projector  # noqa: E402
 from shared.bus import JetStreamEventLog  # noqa: E402
 from shared.embedded import NatsServer, PostgresServer, free_port  # noqa: E402
@@ -65,7 +63,7 @@ async def measure(jobs: int) -> dict:
         events = await JetStreamEventLog.connect(nats.url, "bench-rebuild")
         await fill(events, jobs)
         total = await events.last_seq()
-        pool = AsyncConnectionPool(postgres.dsn(), min_size=1, max_size=4, open=False)
+        pool = writer_pool(postgres.dsn())
         await pool.open()
         model = PostgresReadModel(pool)
         await model.migrate()

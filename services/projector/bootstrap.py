@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from psycopg_pool import AsyncConnectionPool
-
-from services.projector.adapters.postgres import PostgresReadModel
+from services.projector.adapters.postgres import PostgresReadModel, writer_pool
 from services.projector.handlers import Projector
 from shared.bus import JetStreamEventLog
 from shared.config import Settings
@@ -15,7 +13,7 @@ from shared.service import until_stopped
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     events = await JetStreamEventLog.for_service(settings, "scns-projector")
-    pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=4, open=False)
+    pool = writer_pool(settings.database_url)
     await pool.open(wait=True, timeout=60)
     try:
         await until_stopped(stop, Projector(events, PostgresReadModel(pool)).run())

@@ -3,12 +3,11 @@ projector's own adapter."""
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from services.gateway.adapters.jobs import PostgresJobView, read_pool
 from services.gateway.core.views import waits_behind
 from services.gateway.errors import DependencyDown
-from services.projector.adapters.postgres import PostgresReadModel
+from services.projector.adapters.postgres import PostgresReadModel, writer_pool
 from shared.events import JobAllocated, JobSubmitted
 
 from .helpers import NOW, node, spec
@@ -20,8 +19,7 @@ SCHEMA = "scns"
 
 @pytest.fixture
 async def view(database):
-    writer = AsyncConnectionPool(database, min_size=1, max_size=1, open=False,
-                                 kwargs={"options": f"-c search_path={SCHEMA}"})
+    writer = writer_pool(database, max_size=1, options=f"-c search_path={SCHEMA}")
     await writer.open()
     model = PostgresReadModel(writer)
     await model.migrate()

@@ -3,9 +3,8 @@ import random
 from contextlib import asynccontextmanager
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from services.projector.adapters.postgres import PostgresReadModel
+from services.projector.adapters.postgres import ONE_QUERY_MAX_EVENTS, PostgresReadModel, writer_pool
 from services.projector.handlers import Projector
 from shared.bus import LogBehindReadModel
 from shared.events import JobAllocated, JobCancelled, JobFinished, JobRequeued, JobStarted, JobSubmitted
@@ -18,8 +17,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def read_model(database):
-    pool = AsyncConnectionPool(database, min_size=1, max_size=2, open=False,
-                               kwargs={"options": "-c search_path=scns"})
+    pool = writer_pool(database, max_size=2, options="-c search_path=scns")
     await pool.open()
     model = PostgresReadModel(pool)
     await model.migrate()
@@ -55,6 +53,24 @@ async def test_events_become_rows_and_a_redelivered_batch_changes_nothing(read_m
     await read_model.apply([(5, finished), (6, finished)])  # again, and once more under a new sequence
     assert await snapshot(read_model) == ([("FAILED", "n1", 3, "3:0")], [("n1", 0, "UP")])
     assert await read_model.position() == 6
+
+
+@pytest.mark.parametrize("jobs", [10, 4 * ONE_QUERY_MAX_EVENTS], ids=["as one query", "pipelined"])
+async def test_two_writers_sending_overlapping_batches_at_once_apply_each_event_once(read_model, jobs):
+    """Say a projector started before the last one stopped: both read the log from the same
+    position, one further than the other. Whichever batch moves the position first is applied; of
+    the other, only the events above it."""
+    submitted = [(seq, JobSubmitted(spec=spec(), submitted_at=NOW)) for seq in range(2, jobs + 2)]
+    await read_model.apply([(1, node("n1", cpus=1000)), *submitted])
+    allocations = [(seq + jobs, JobAllocated(job_id=seq, node="n1", cpus=1, memory_mb=1, allocated_at=NOW))
+                   for seq, _ in submitted]  # each adds its CPU to the node's count: twice would show
+    other_writer = PostgresReadModel(read_model.pool)
+    await asyncio.gather(read_model.apply(allocations[:jobs * 7 // 10]), other_writer.apply(allocations))
+    async with read_model.pool.connection() as conn:
+        allocated = await (await conn.execute("select allocated_cpus from nodes")).fetchone()
+        placed = await (await conn.execute("select count(*) from jobs where node = 'n1'")).fetchone()
+    assert (allocated, placed) == ((jobs,), (jobs,))
+    assert await read_model.position() == 2 * jobs + 1
 
 
 async def test_a_requeued_job_is_pending_again_and_a_late_start_of_its_old_run_changes_nothing(read_model):

@@ -98,15 +98,40 @@ begin
     end if;
     return null;
 end $$;
+-- The first statement of a batch: moves the position past it, or fails it as a whole when the model
+-- has part of it already (a redelivery, or another projector got there first).
+create or replace function advance_position(first_seq bigint, batch_last_seq bigint) returns void
+language plpgsql as $$
+begin
+    update projection set last_seq = batch_last_seq where id = 1 and last_seq < first_seq;
+    if not found then
+        raise exception 'the read model has seq % already', first_seq using errcode = 'SC001';
+    end if;
+end $$;
 create or replace trigger queue_head_on_insert after insert on jobs for each row
     when (new.state = 'PENDING' and new.node = '') execute function follow_queue_head();
 create or replace trigger queue_head_on_update after update of state, node on jobs for each row
     when ((old.state = 'PENDING' and old.node = '') is distinct from (new.state = 'PENDING' and new.node = ''))
     execute function follow_queue_head();
 """
-SCHEMA_VERSION = 8  # bump when SCHEMA or the statements change: the projector then rebuilds
+SCHEMA_VERSION = 9  # bump when SCHEMA or the statements change: the projector then rebuilds
 LIVE_SCHEMA = "scns"
 MIGRATION_LOCK = 7310
+ALREADY_APPLIED = "SC001"  # the SQLSTATE of advance_position() refusing a batch
+# A batch up to this size goes out as one query of many statements, bound on the client: one round
+# trip. Pipelined, each event of a small batch cost the projector 3-4 times the CPU in psycopg. A
+# larger batch (catching up, a rebuild) is pipelined: the server then plans each kind of statement
+# once, where it parses and plans each statement of one query anew (a rebuild went 19,000 -> 12,000
+# events/s as one query per batch).
+ONE_QUERY_MAX_EVENTS = 32
+
+
+def writer_pool(database_url: str, max_size: int = 4, **connection) -> AsyncConnectionPool:
+    """The projector's connections, not opened yet. Autocommit, so that a batch sent as one query
+    is one round trip: psycopg would otherwise begin a transaction of its own before, and the
+    pool commit it after."""
+    return AsyncConnectionPool(database_url, min_size=1, max_size=max_size, open=False,
+                               kwargs={**connection, "autocommit": True})
 
 
 class PostgresReadModel:
@@ -117,8 +142,7 @@ class PostgresReadModel:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
         """A transaction on this model's schema, pipelined: its statements go out together, and the
-        server is waited for only where a result is read and at the commit (a live batch of one
-        event costs two round trips, not one per statement)."""
+        server is waited for only where a result is read and at the commit."""
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             await conn.execute(sql.SQL("set local search_path to {}").format(sql.Identifier(self.schema)))
             yield conn
@@ -192,15 +216,28 @@ class PostgresReadModel:
 
         `None` stands for a message that is not an event: it only moves the position.
         Returns the position after the batch.
+
+        A batch the model has part of already is refused by its first statement, and what is above
+        the position sent again.
         """
-        async with self._transaction() as conn:
-            row = await (await conn.execute("select last_seq from projection where id = 1 for update")).fetchone()
-            position = row[0]
-            for seq, event in batch:
-                if seq <= position or event is None:
-                    continue
-                for statement, params in statements(seq, event):
-                    await conn.execute(statement, params)
-            last = max([position, *(seq for seq, _ in batch)])
-            await conn.execute("update projection set last_seq = %s where id = 1", (last,))
-            return last
+        while batch:
+            seqs = [seq for seq, _ in batch]
+            query = [(sql.SQL("set local search_path to {}").format(sql.Identifier(self.schema)), None),
+                     ("select advance_position(%s, %s)", (min(seqs), max(seqs))),
+                     *(statement for seq, event in batch if event is not None for statement in statements(seq, event))]
+            try:
+                async with self.pool.connection() as conn:
+                    if len(batch) <= ONE_QUERY_MAX_EVENTS:
+                        cursor = psycopg.AsyncClientCursor(conn)
+                        await cursor.execute(";\n".join(cursor.mogrify(text, params) for text, params in query))
+                    else:
+                        async with conn.pipeline(), conn.transaction():
+                            for text, params in query:
+                                await conn.execute(text, params)
+                return max(seqs)
+            except psycopg.DatabaseError as error:
+                if error.sqlstate != ALREADY_APPLIED:
+                    raise
+            position = await self.position()
+            batch = [(seq, event) for seq, event in batch if seq > position]
+        return await self.position()
