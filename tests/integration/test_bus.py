@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 
 import nats
 import pytest
@@ -116,10 +117,11 @@ async def test_a_log_reader_hands_over_what_arrived_together_in_one_list(event_l
     for job_id in range(1, 41):
         await event_log.publish(JobCancelRequested(job_id=job_id, requested_at=NOW))
     lists = []
-    async for messages in event_log.arrivals(1):
-        lists.append([decode_message(msg).event.job_id for msg in messages])
-        if at_tip(messages[-1], messages):
-            break
+    async with contextlib.aclosing(event_log.arrivals(1)) as arriving:
+        async for messages in arriving:
+            lists.append([decode_message(msg).event.job_id for msg in messages])
+            if at_tip(messages[-1], messages):
+                break
     assert [job_id for arrived in lists for job_id in arrived] == list(range(1, 41))
     assert len(lists) < 10  # the stored 40 come in a read or a few, not one by one
 

@@ -2,6 +2,7 @@ import asyncio
 import random
 from contextlib import asynccontextmanager
 
+import psycopg
 import pytest
 
 from services.projector.adapters.postgres import ONE_QUERY_MAX_EVENTS, PostgresReadModel, writer_pool
@@ -56,7 +57,7 @@ async def test_events_become_rows_and_a_redelivered_batch_changes_nothing(read_m
 
 
 @pytest.mark.parametrize("jobs", [10, 4 * ONE_QUERY_MAX_EVENTS], ids=["as one query", "pipelined"])
-async def test_two_writers_sending_overlapping_batches_at_once_apply_each_event_once(read_model, jobs):
+async def test_two_writers_sending_overlapping_batches_at_once_apply_each_event_once(database, read_model, jobs):
     """Say a projector started before the last one stopped: both read the log from the same
     position, one further than the other. Whichever batch moves the position first is applied; of
     the other, only the events above it."""
@@ -64,13 +65,24 @@ async def test_two_writers_sending_overlapping_batches_at_once_apply_each_event_
     await read_model.apply([(1, node("n1", cpus=1000)), *submitted])
     allocations = [(seq + jobs, JobAllocated(job_id=seq, node="n1", cpus=1, memory_mb=1, allocated_at=NOW))
                    for seq, _ in submitted]  # each adds its CPU to the node's count: twice would show
-    other_writer = PostgresReadModel(read_model.pool)
-    await asyncio.gather(read_model.apply(allocations[:jobs * 7 // 10]), other_writer.apply(allocations))
+    async with writer_pool(database, options="-c search_path=scns") as other_pool:
+        other_writer = PostgresReadModel(other_pool)
+        await asyncio.gather(read_model.apply(allocations[:jobs * 7 // 10]), other_writer.apply(allocations))
     async with read_model.pool.connection() as conn:
         allocated = await (await conn.execute("select allocated_cpus from nodes")).fetchone()
         placed = await (await conn.execute("select count(*) from jobs where node = 'n1'")).fetchone()
     assert (allocated, placed) == ((jobs,), (jobs,))
     assert await read_model.position() == 2 * jobs + 1
+
+
+async def test_a_batch_the_server_refuses_in_part_leaves_nothing_behind(read_model):
+    """A batch is one transaction though its statements go out as one query: a statement the server
+    refuses undoes those before it, the position included (else its events would be passed over)."""
+    overflowing = JobAllocated(job_id=2, node="n1", cpus=2**31, memory_mb=1, allocated_at=NOW)  # no int holds it
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        await read_model.apply([(1, node("n1")), (2, JobSubmitted(spec=spec(), submitted_at=NOW)), (3, overflowing)])
+    assert await read_model.position() == 0
+    assert await snapshot(read_model) == ([], [])
 
 
 async def test_a_requeued_job_is_pending_again_and_a_late_start_of_its_old_run_changes_nothing(read_model):

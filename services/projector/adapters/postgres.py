@@ -217,8 +217,8 @@ class PostgresReadModel:
         `None` stands for a message that is not an event: it only moves the position.
         Returns the position after the batch.
 
-        A batch the model has part of already is refused by its first statement, and what is above
-        the position sent again.
+        A batch the model has part of already is refused whole by its first statement; what is
+        above the position is then sent again.
         """
         while batch:
             seqs = [seq for seq, _ in batch]
@@ -239,5 +239,7 @@ class PostgresReadModel:
                 if error.sqlstate != ALREADY_APPLIED:
                     raise
             position = await self.position()
+            if position < min(seqs):  # refused, yet the model has none of it: it has no position row
+                raise RuntimeError(f"the read model refused the events from seq {min(seqs)} at position {position}")
             batch = [(seq, event) for seq, event in batch if seq > position]
         return await self.position()

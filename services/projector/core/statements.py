@@ -1,7 +1,7 @@
 """The projection: each event as the SQL that applies it to the read model (pure).
 
 Applied exactly once per event: the adapter runs them in one transaction with the stream
-position, skipping events at or below it. Terminal states are never overwritten.
+position, and never for events at or below it. Terminal states are never overwritten.
 """
 
 from __future__ import annotations
