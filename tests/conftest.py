@@ -14,10 +14,25 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from shared.bus import JetStreamEventLog
 from shared.embedded import NatsServer, PostgresServer, free_port
 from shared.events import SNAPSHOTS_BUCKET, STREAM
+
+
+HYPOTHESIS_HOME = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Hypothesis keeps its examples and a cache of the constants in this code in `.hypothesis` in
+    # the working directory; the cache names the checkout's path. A temporary folder instead.
+    home = config.stash[HYPOTHESIS_HOME] = Path(tempfile.mkdtemp(prefix="scns-hypothesis-"))
+    set_hypothesis_home_dir(home)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.stash[HYPOTHESIS_HOME], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
