@@ -1,5 +1,6 @@
 import asyncio
 import contextlib
+from datetime import datetime, timezone
 
 import nats
 import pytest
@@ -43,6 +44,21 @@ async def test_foreign_data_in_the_stream_is_skipped_not_fatal(event_log):
     async for msg in event_log.replay(1):
         assert decode_message(msg) is None
         break
+
+
+async def test_a_stored_message_is_read_whole_with_its_time_and_errors_are_not_taken_for_absence(event_log):
+    data = bytes(range(256))  # not UTF-8: it crosses the API's JSON as base64
+    ack = await event_log.js.publish("scns.job.3.bogus", data, headers={"traceparent": "00-ab-cd-01"})
+    stored = await event_log.stored(seq=ack.seq)
+    assert (stored.subject, stored.seq, stored.data) == ("scns.job.3.bogus", ack.seq, data)
+    assert abs((stored.time - datetime.now(timezone.utc)).total_seconds()) < 60
+    assert await event_log.stored(last_by_subj="scns.job.*.bogus") == stored
+    assert await event_log.read(ack.seq) is None  # not an event of ours: skipped
+    seq, _ = await event_log.publish(JobCancelRequested(job_id=3, requested_at=NOW))
+    delivered = await event_log.read(seq)
+    assert delivered.event == JobCancelRequested(job_id=3, requested_at=NOW) and delivered.stored_at.tzinfo
+    with pytest.raises(nats.js.errors.BadRequestError):
+        await event_log.stored(seq=0)  # a bad request is an error, not "no such message"
 
 
 async def test_a_job_gets_one_end_only_whoever_writes_it(event_log):
