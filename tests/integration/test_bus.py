@@ -46,14 +46,17 @@ async def test_foreign_data_in_the_stream_is_skipped_not_fatal(event_log):
         break
 
 
-async def test_a_stored_message_is_read_whole_with_its_time_and_errors_are_not_taken_for_absence(event_log):
-    data = bytes(range(256))  # not UTF-8: it crosses the API's JSON as base64
+async def test_a_stored_message_is_read_whole_with_its_time_and_a_bad_request_is_not_taken_for_absence(event_log):
+    data = bytes(range(256))  # not UTF-8: must come through the base64 of the API's JSON
     ack = await event_log.js.publish("scns.job.3.bogus", data, headers={"traceparent": "00-ab-cd-01"})
-    stored = await event_log.stored(seq=ack.seq)
+    stored = await event_log.stored(ack.seq)
     assert (stored.subject, stored.seq, stored.data) == ("scns.job.3.bogus", ack.seq, data)
     assert abs((stored.time - datetime.now(timezone.utc)).total_seconds()) < 60
-    assert await event_log.stored(last_by_subj="scns.job.*.bogus") == stored
+    assert await event_log.stored(last_on="scns.job.*.bogus") == stored
     assert await event_log.read(ack.seq) is None  # not an event of ours: skipped
+    empty = await event_log.js.publish("scns.job.4.bogus", b"", headers={"traceparent": "00-ab-cd-01"})
+    assert (await event_log.stored(empty.seq)).data == b""  # (the API leaves an empty payload out)
+    assert await event_log.read(empty.seq) is None and await event_log.last_on("scns.job.4.bogus") is None
     seq, _ = await event_log.publish(JobCancelRequested(job_id=3, requested_at=NOW))
     delivered = await event_log.read(seq)
     assert delivered.event == JobCancelRequested(job_id=3, requested_at=NOW) and delivered.stored_at.tzinfo
