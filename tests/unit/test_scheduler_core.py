@@ -296,6 +296,13 @@ def test_the_live_state_equals_a_replay_of_the_log_it_wrote(history):
     assert replay(log) == live
 
 
+def test_events_delivered_again_change_nothing_even_a_node_down_before_the_node_came_back():
+    allocated = JobAllocated(job_id=2, node="n1", cpus=1, memory_mb=100, allocated_at=NOW)
+    log = [(1, node("n1")), (2, submitted()), (3, NodeDown(node="n1", reason="gone", down_at=NOW)), (4, node("n1")), (5, allocated)]
+    whole = replay(log)
+    assert replay(log[2:], replay(log)) == whole and whole.lost == {} and 2 in whole.placed
+
+
 def test_a_drained_node_gets_nothing_until_resumed():
     state = replay([(1, node("n1")), (2, NodeDrained(node="n1", by="admin", drained_at=NOW)), (3, submitted())])
     assert run_policy(state) == []

@@ -145,16 +145,19 @@ LATE_SUBMISSION = "The submission reached the log after the gateway had answered
 
 
 def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime | None = None) -> SchedulerState:
-    """Apply one event, stored in the log at `seq` (at time `stored_at`, when known)."""
+    """Apply one event, stored in the log at `seq` (at time `stored_at`, when known). One at or
+    before the position read through is applied already (delivered again): not every case could
+    take it twice (a NodeDown again would find the runs placed on the node since it came back)."""
+    if seq <= state.last_seq:
+        return state
     match event:
         case JobSubmitted(spec=spec):
-            if seq > state.last_seq:
-                state.queue(spec.partition)[seq] = PendingJob(
-                    seq, spec.partition, spec.cpus, spec.memory_mb, spec.exclusive, spec.requeue,
-                    traceparent=event.traceparent, submitted_at=event.submitted_at,
-                )
-                if event.void_if_stored_at(stored_at):
-                    state.cancel_requested[seq] = LATE_SUBMISSION
+            state.queue(spec.partition)[seq] = PendingJob(
+                seq, spec.partition, spec.cpus, spec.memory_mb, spec.exclusive, spec.requeue,
+                traceparent=event.traceparent, submitted_at=event.submitted_at,
+            )
+            if event.void_if_stored_at(stored_at):
+                state.cancel_requested[seq] = LATE_SUBMISSION
         case JobCancelRequested(job_id=job_id):
             if state.pending(job_id) is not None:
                 state.cancel_requested.setdefault(job_id, "")
@@ -204,7 +207,7 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
                     state.lost[job_id] = name
         case SchedulerElected(scheduler=scheduler) if seq > state.election_seq:
             state.leader, state.election_seq = scheduler, seq
-    state.last_seq = max(state.last_seq, seq)
+    state.last_seq = seq
     return state
 
 
