@@ -3,7 +3,7 @@
 import copy
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.scheduler.core.capacity import FreeCapacity
@@ -290,6 +290,9 @@ def racing_histories(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(racing_histories())
+# A cancel request landing between the requeue of its job (its node lost) being taken and published.
+@example(([(1, 500, ("default",))], [("submit", (1, 1, "default", False, True)), ("schedule", None), ("down", 0),
+                                     ("schedule", None)], [0, 0, 0, 0]))
 def test_the_live_state_equals_a_replay_of_the_log_it_wrote(history):
     """A restarted scheduler (replay) must decide as the live one would: same state."""
     live, log = build_log(*history)
@@ -368,6 +371,17 @@ def test_a_job_submitted_with_requeue_is_queued_again_when_its_node_is_lost():
         evolve(state, seq, event)
     before.last_seq = 10  # only the read position moves
     assert state == before
+
+
+def test_a_job_cancelled_while_it_ran_on_a_node_then_lost_is_cancelled_not_requeued_to_run_again():
+    allocated = JobAllocated(job_id=3, node="n1", cpus=1, memory_mb=100, allocated_at=NOW)
+    state = replay([(1, node("n1")), (2, node("n2")), (3, submitted(requeue=True)), (4, allocated),
+                    (5, JobCancelRequested(job_id=3, requested_at=NOW)), (6, NodeDown(node="n1", reason="gone", down_at=NOW))])
+    assert [type(d).__name__ for d in run_policy(state)] == ["JobRequeued"]  # its executor never ended it
+    assert [(type(d).__name__, d.job_id) for d in run_policy(state)] == [("JobCancelled", 3)]
+    finished_there = replay([(1, node("n1")), (2, submitted(requeue=True)), (3, allocated),
+                             (4, JobCancelRequested(job_id=3, requested_at=NOW)), (5, finished(3, "n1"))])
+    assert finished_there.cancel_if_requeued == set() and finished_there.cancel_requested == {}
 
 
 def test_a_job_without_requeue_lost_with_its_node_ends_node_fail():

@@ -15,7 +15,7 @@ from services.scheduler.core.capacity import FreeCapacity
 from services.scheduler.core.state import SchedulerState
 
 # Bump whenever SchedulerState changes shape: older snapshots are then ignored (a full replay).
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 
 
 class Snapshot(msgspec.Struct, frozen=True):

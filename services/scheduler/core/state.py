@@ -85,6 +85,8 @@ class SchedulerState:
     placed: dict[int, Placement] = field(default_factory=dict)
     # job id -> why it is to be cancelled before it starts ("" when its owner asked)
     cancel_requested: dict[int, str] = field(default_factory=dict)
+    # placed jobs whose owner asked for a cancel: theirs to end unless the run is requeued (its node lost)
+    cancel_if_requeued: set[int] = field(default_factory=set)
     # job id -> node: placed on a node declared down, to be ended NODE_FAIL (JobLost)
     lost: dict[int, str] = field(default_factory=dict)
     leader: str = ""  # the scheduler elected last: the only one whose decisions the log takes
@@ -161,9 +163,12 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
         case JobCancelRequested(job_id=job_id):
             if state.pending(job_id) is not None:
                 state.cancel_requested.setdefault(job_id, "")
+            elif job_id in state.placed:
+                state.cancel_if_requeued.add(job_id)
         case JobAllocated(job_id=job_id, node=name, cpus=cpus, memory_mb=memory_mb, end_after=end_after):
             # Placed: a cancel request is now its executor's to carry out, not ours.
             state.cancel_requested.pop(job_id, None)
+            state.cancel_if_requeued.discard(job_id)
             job = state.pending(job_id)
             if job is not None and job.end_after == end_after:
                 state._dequeue(job_id)
@@ -181,12 +186,16 @@ def evolve(state: SchedulerState, seq: int, event: AnyEvent, stored_at: datetime
         case JobFinished(job_id=job_id) | JobLost(job_id=job_id):
             state._dequeue(job_id)
             state.cancel_requested.pop(job_id, None)
+            state.cancel_if_requeued.discard(job_id)
             state._unplace(job_id)
         case JobRequeued(job_id=job_id, end_after=end_after):
             placement = state.placed.get(job_id)
             if placement is not None and placement.job.end_after == end_after:
                 state._unplace(job_id)
                 state._enqueue(replace(placement.job, end_after=seq))
+                if job_id in state.cancel_if_requeued:  # its executor never ended it: it is not to run again
+                    state.cancel_if_requeued.discard(job_id)
+                    state.cancel_requested.setdefault(job_id, "")
         case JobStarted():
             pass
         case NodeRegistered(node=name, cpus=cpus, memory_mb=memory_mb, partitions=partitions):
