@@ -301,7 +301,8 @@ def test_the_live_state_equals_a_replay_of_the_log_it_wrote(history):
 
 def test_events_delivered_again_change_nothing_even_a_node_down_before_the_node_came_back():
     allocated = JobAllocated(job_id=2, node="n1", cpus=1, memory_mb=100, allocated_at=NOW)
-    log = [(1, node("n1")), (2, submitted()), (3, NodeDown(node="n1", reason="gone", down_at=NOW)), (4, node("n1")), (5, allocated)]
+    log = [(1, node("n1")), (2, submitted()), (3, NodeDown(node="n1", reason="gone", down_at=NOW)), (4, node("n1")),
+           (5, allocated)]
     whole = replay(log)
     assert replay(log[2:], replay(log)) == whole and whole.lost == {} and 2 in whole.placed
 
@@ -376,7 +377,8 @@ def test_a_job_submitted_with_requeue_is_queued_again_when_its_node_is_lost():
 def test_a_job_cancelled_while_it_ran_on_a_node_then_lost_is_cancelled_not_requeued_to_run_again():
     allocated = JobAllocated(job_id=3, node="n1", cpus=1, memory_mb=100, allocated_at=NOW)
     state = replay([(1, node("n1")), (2, node("n2")), (3, submitted(requeue=True)), (4, allocated),
-                    (5, JobCancelRequested(job_id=3, requested_at=NOW)), (6, NodeDown(node="n1", reason="gone", down_at=NOW))])
+                    (5, JobCancelRequested(job_id=3, requested_at=NOW)),
+                    (6, NodeDown(node="n1", reason="gone", down_at=NOW))])
     assert [type(d).__name__ for d in run_policy(state)] == ["JobRequeued"]  # its executor never ended it
     assert [(type(d).__name__, d.job_id) for d in run_policy(state)] == [("JobCancelled", 3)]
     finished_there = replay([(1, node("n1")), (2, submitted(requeue=True)), (3, allocated),
