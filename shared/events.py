@@ -116,7 +116,8 @@ class JobAllocated(Event, frozen=True, kw_only=True):
 
 
 class JobCancelled(Event, frozen=True, kw_only=True):
-    """A job that never started was cancelled (decided by the scheduler)."""
+    """A pending job was cancelled (decided by the scheduler): one that never started, or one whose
+    run was requeued after its owner had asked for the cancel."""
 
     job_id: int
     cancelled_at: datetime
