@@ -174,6 +174,24 @@ async def test_a_job_submitted_with_requeue_runs_again_when_its_node_comes_back(
     assert [type(e).__name__ for e in ends] == ["JobRequeued", "JobFinished"]
 
 
+async def test_a_job_with_requeue_cancelled_while_its_node_is_silent_is_cancelled_not_run_again(api, stack, log):
+    runs = stack.config.work_dir / "e2e" / "cancelled-requeue-runs.txt"
+    job_id = await submit(api, job(stack, f"echo run >> {runs.name}\nsleep 3063\n", time_limit="5", requeue=True))
+    await until_state(api, job_id, {"RUNNING"})
+    os.kill(stack.services["executor"].pid, signal.SIGKILL)  # the node goes silent: no one there to carry out
+    assert (await api.post(f"/jobs/cancel/{job_id}")).status_code == 200  # the cancel, which lands first
+    body = await until_state(api, job_id, TERMINAL)
+    assert (body["state"], body["detail"]["restarts"]) == ("CANCELLED", 1)  # requeued with its node, then cancelled
+    stack.restart("executor")  # the node comes back: the cancelled run is killed, nothing runs again
+    await eventually(lambda: not processes_with("3063"), what="the cancelled run to be killed")
+    after = await submit(api, job(stack, "echo back\n"))
+    assert (await until_state(api, after, TERMINAL))["job_log"]["stdout"] == "back\n"
+    assert runs.read_text() == "run\n"
+    ends = [e for _, e in await all_events(log) if getattr(e, "job_id", None) == int(job_id)
+            and isinstance(e, (JobFinished, JobLost, JobCancelled, JobRequeued))]
+    assert [type(e).__name__ for e in ends] == ["JobRequeued", "JobCancelled"]
+
+
 async def test_logs_of_an_unreachable_node_are_empty_and_say_so(api, stack):
     job_id = await submit(api, job(stack, "echo visible\n"))
     assert (await until_state(api, job_id, TERMINAL))["job_log"]["stdout"] == "visible\n"
