@@ -276,6 +276,33 @@ class Stack:
                                " where table_schema = 'scns' and table_name = 'nodes'").fetchone()
             return bool(row[0]) and bool(conn.execute("select count(*) from scns.nodes where state = 'UP'").fetchone()[0])
 
+    def end_jobs_of_dead_executors(self, timeout: float = 30.0) -> None:
+        """An executor that died (a crash, a test's SIGKILL) left its jobs running, as a node's
+        would. Before the stack stops, another one takes them over from its journal and ends them
+        as it stops (KEEP_JOBS_ON_STOP=false), so that no job outlives the stack."""
+        journal = self.config.home / "executor" / "jobs"
+        for name, process in list(self.services.items()):
+            if name.split("-")[0] != "executor" or process.poll() is None or not any(journal.glob("*.json")):
+                continue
+            since = time.time()
+            replacement = self.start_service(name)
+            deadline = time.monotonic() + timeout
+            # It takes the jobs over before it registers the node again.
+            while replacement.poll() is None and time.monotonic() < deadline and not self.registered_since(since):
+                time.sleep(0.1)
+
+    def registered_since(self, since: float) -> bool:
+        """Whether the node registered at or after `since` (a time.time()), as the read model says."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.postgres.dsn(), connect_timeout=2) as conn:
+                row = conn.execute("select registered_at >= to_timestamp(%s) from scns.nodes where node_name = %s",
+                                   (since, self.config.node_name)).fetchone()
+                return bool(row and row[0])
+        except psycopg.Error:
+            return False
+
     def check_alive(self) -> None:
         for name, process in self.services.items():
             if process.poll() is not None:
@@ -283,6 +310,7 @@ class Stack:
                 raise EmbeddedError(f"the {name} exited with status {process.returncode}:\n{tail}")
 
     def stop(self) -> None:
+        self.end_jobs_of_dead_executors()
         for name in reversed(list(self.services)):
             self.stop_service(name)
         if self.postgres:

@@ -28,7 +28,8 @@ from shared.events import (
 from shared.stack import Stack, StackConfig
 
 from ..conftest import eventually
-from .helpers import TERMINAL, job, running_stack
+from ..integration.helpers import processes_with
+from .helpers import TERMINAL, job, running_stack, submit, until_state
 
 pytestmark = pytest.mark.e2e
 
@@ -195,3 +196,21 @@ def assert_never_over_committed(log: list) -> None:
             case JobFinished(job_id=job_id) | JobLost(job_id=job_id) | JobCancelled(job_id=job_id) | JobRequeued(
                     job_id=job_id):
                 held.pop(job_id, None)
+
+
+async def test_stopping_the_stack_ends_the_jobs_of_an_executor_that_died(scratch):
+    """What `up` does when its executor crashed, and a test's teardown after it killed one: the
+    dead executor's jobs still run, and stopping the stack ends them all the same."""
+    config = StackConfig(home=scratch / "dead-executor", nats_port=free_port(), pg_port=free_port(),
+                         api_port=free_port(), total_cpus=2, total_memory_mb=8192, kill_grace_seconds=1.0)
+    stack = Stack(config).start()
+    try:
+        headers = {"Authorization": f"Bearer {stack.token}"}
+        async with httpx.AsyncClient(base_url=config.api_url, headers=headers, timeout=30) as api:
+            job_id = await submit(api, job(stack, "sleep 3065\n"))
+            await until_state(api, job_id, {"RUNNING"})
+        stack.kill("executor")  # its job runs on, in a session of its own
+        assert processes_with("3065")
+    finally:
+        stack.stop()
+    assert not processes_with("3065")
