@@ -73,6 +73,10 @@ class StackConfig:
         return self.home / "nats-credentials"
 
     @property
+    def executor_state_dir(self) -> Path:
+        return self.home / "executor"
+
+    @property
     def work_dir(self) -> Path:
         """The jobs' folder: where the unprivileged users a root executor runs jobs as can reach it."""
         return unprivileged_base(self.home) / "work"
@@ -187,7 +191,7 @@ class Stack:
             "TOTAL_CPUS": str(config.total_cpus),
             "TOTAL_MEMORY_MB": str(config.total_memory_mb),
             "JOB_WORK_BASE_DIR": str(config.work_dir),
-            "EXECUTOR_STATE_DIR": str(config.home / "executor"),
+            "EXECUTOR_STATE_DIR": str(config.executor_state_dir),
             "KILL_GRACE_SECONDS": str(config.kill_grace_seconds),
             # Stopping the stack stops its jobs too (a lone executor restart still reattaches).
             "KEEP_JOBS_ON_STOP": "false",
@@ -280,7 +284,7 @@ class Stack:
         """An executor that died (a crash, a test's SIGKILL) left its jobs running, as a node's
         would. Before the stack stops, another one takes them over from its journal and ends them
         as it stops (KEEP_JOBS_ON_STOP=false), so that no job outlives the stack."""
-        journal = self.config.home / "executor" / "jobs"
+        journal = self.config.executor_state_dir / "jobs"  # (a file per run it has not let go)
         for name, process in list(self.services.items()):
             if name.split("-")[0] != "executor" or process.poll() is None or not any(journal.glob("*.json")):
                 continue

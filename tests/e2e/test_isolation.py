@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.e2e,
 async def test_a_job_runs_as_the_job_user_and_reaches_none_of_the_stacks_secrets(api, stack):
     home = stack.config.home
     secrets = [home / "nats-credentials" / "admin.json", home / "admin-token", home / "pg-password",
-               stack.postgres.data_dir / "PG_VERSION", home / "executor" / "jobs"]
+               stack.postgres.data_dir / "PG_VERSION", stack.config.executor_state_dir / "jobs"]
     script = "id -un; id -u\n" + "".join(f"[ -r '{path}' ] && echo 'reached {path}'\n" for path in secrets)
     job_id = await submit(api, job(stack, script))
     detail = await until_state(api, job_id, {"COMPLETED", "FAILED"})

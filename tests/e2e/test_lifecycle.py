@@ -178,8 +178,9 @@ async def test_a_job_with_requeue_cancelled_while_its_node_is_silent_is_cancelle
     runs = stack.config.work_dir / "e2e" / "cancelled-requeue-runs.txt"
     job_id = await submit(api, job(stack, f"echo run >> {runs.name}\nsleep 3063\n", time_limit="5", requeue=True))
     await until_state(api, job_id, {"RUNNING"})
-    os.kill(stack.services["executor"].pid, signal.SIGKILL)  # the node goes silent: no one there to carry out
-    assert (await api.post(f"/jobs/cancel/{job_id}")).status_code == 200  # the cancel, which lands first
+    os.kill(stack.services["executor"].pid, signal.SIGKILL)  # the node goes silent; its job runs on
+    # Cancelled while still placed: no executor is there to carry it out.
+    assert (await api.post(f"/jobs/cancel/{job_id}")).status_code == 200
     body = await until_state(api, job_id, TERMINAL)
     assert (body["state"], body["detail"]["restarts"]) == ("CANCELLED", 1)  # requeued with its node, then cancelled
     stack.restart("executor")  # the node comes back: the cancelled run is killed, nothing runs again
