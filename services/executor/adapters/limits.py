@@ -55,7 +55,7 @@ class Confinement(Protocol):
 
     @property
     def join_files(self) -> list[str]:
-        """Files the supervising shell writes its PID to before it starts the job (cgroup.procs)."""
+        """Files the supervising shell writes "0" (itself) to before it starts the job."""
         ...
 
     def track(self, pid: int) -> None:
@@ -191,7 +191,12 @@ class CgroupTree:
 
     def _run(self, name: str) -> CgroupRun:
         dirs = [base / name for base in self.bases]
-        return CgroupRun(dirs, dirs[0] / ("memory.events" if self.version == 2 else "memory.oom_control"),
+        # How the supervising shell joins: in v1 it moves its own thread (`tasks`), which the kernel
+        # does without the global lock whose writer waits for an RCU grace period (milliseconds per
+        # job); the shell has no other thread, so the whole process moves. v2 moves a single thread
+        # only within a threaded subtree.
+        joins = [folder / ("cgroup.procs" if self.version == 2 else "tasks") for folder in dirs]
+        return CgroupRun(dirs, joins, dirs[0] / ("memory.events" if self.version == 2 else "memory.oom_control"),
                          dirs[0] / ("memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"))
 
     def confine(self, identity: RunIdentity, memory_mb: int) -> CgroupRun:
@@ -227,14 +232,15 @@ class CgroupTree:
 
 
 class CgroupRun:
-    def __init__(self, dirs: list[Path], oom_file: Path, peak_file: Path) -> None:
+    def __init__(self, dirs: list[Path], joins: list[Path], oom_file: Path, peak_file: Path) -> None:
         self.dirs = dirs
+        self.joins = joins
         self.oom_file = oom_file
         self.peak_file = peak_file  # the kernel's high-water mark of the run's memory (page cache included)
 
     @property
     def join_files(self) -> list[str]:
-        return [str(folder / "cgroup.procs") for folder in self.dirs]
+        return [str(join) for join in self.joins]
 
     def track(self, pid: int) -> None:
         pass  # the cgroup knows its processes

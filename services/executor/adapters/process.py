@@ -31,7 +31,7 @@ from services.executor.core.lifecycle import CLEAN_PATH
 # would cost a process per job) nor written over it (ext4 flushes a file emptied by a truncation
 # when it is closed): the executor reads it only once the shell is gone, and a shell killed while
 # writing it leaves at most a first line without its newline, which read_status refuses.
-SUPERVISOR = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; ' \
+SUPERVISOR = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; ' \
              ': > "$0"; trap : TERM INT HUP; "$@" & wait $!; code=$?; ' \
              'while kill -0 $! 2>/dev/null; do wait $!; code=$?; done; ' \
              '{ echo "$code"; times; } >> "$0"; exit "$code"'
