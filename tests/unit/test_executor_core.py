@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from services.executor.adapters.limits import cgroup_mounts, job_limits, oom_kills
+from services.executor.adapters.limits import CgroupTree, RunIdentity, cgroup_mounts, job_limits, oom_kills
 from services.executor.adapters.process import read_cpu_seconds, read_status
 from services.executor.bootstrap import job_users, limits, node_config
 from services.executor.core.lifecycle import (
@@ -134,6 +134,19 @@ def test_cgroup_mounts_and_oom_counts_are_read_from_the_kernels_files():
     assert oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n") == 2  # v1 memory.oom_control
     assert oom_kills("low 0\nhigh 0\nmax 5\noom 1\noom_kill 0\n") == 0  # v2 memory.events
     assert oom_kills("") == 0
+
+
+def test_the_supervising_shell_joins_v1_cgroups_by_its_thread_and_a_v2_cgroup_as_a_process(tmp_path):
+    """v1's `tasks` moves the writer's own thread without the kernel's lock that waits for an RCU
+    grace period; v2 has no `tasks`, and moves a thread alone only within a threaded subtree.
+    (Plain folders stand for the hierarchies: v2 cannot be mounted with controllers on this machine.)"""
+    memory, pids, unified = (tmp_path / name for name in ("memory", "pids", "unified"))
+    for base in (memory, pids, unified):
+        base.mkdir()
+    v1 = CgroupTree([memory, pids], 1).confine(RunIdentity("job-7-0-e"), 64)
+    v2 = CgroupTree([unified], 2).confine(RunIdentity("job-7-0-e"), 64)
+    assert v1.join_files == [str(memory / "job-7-0-e" / "tasks"), str(pids / "job-7-0-e" / "tasks")]
+    assert v2.join_files == [str(unified / "job-7-0-e" / "cgroup.procs")]
 
 
 def test_interpreter_from_shebang_as_the_kernel_reads_it_else_bash():
