@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.integration,
 
 DAEMON, NOBODY = pwd.getpwnam("daemon").pw_uid, pwd.getpwnam("nobody").pw_uid
 PIDS_MAX = 64  # small, for the fork bomb (the jobs run as `daemon`, whose processes they alone are)
+BOMB_BACKSTOP = 512  # the fork bomb's own RLIMIT_NPROC, should the cap under test fail
 
 
 def cgroups_or_skip(pids_max: int = DEFAULT_PIDS_MAX) -> CgroupTree:
@@ -277,7 +278,10 @@ async def test_the_most_memory_a_job_used_is_reported_with_its_end(event_log, ex
 
 async def test_a_fork_bomb_is_contained_and_every_process_of_it_is_killed(event_log, executor, jobs_root,
                                                                          few_processes):
-    script = "bomb() { bomb | bomb & }\nbomb\nsleep 3071\n"
+    # A backstop of the test's own, well above the cap under test: a containment that fails lets
+    # the bomb fail the test at this many processes, not fill the machine's process table.
+    backstop = f'[ "$(ulimit -u)" = unlimited ] || [ "$(ulimit -u)" -gt {BOMB_BACKSTOP} ] && ulimit -u {BOMB_BACKSTOP}\n'
+    script = backstop + "bomb() { bomb | bomb & }\nbomb\nsleep 3071\n"
     job_id, _ = await submit_and_allocate(event_log, spec(str(jobs_root / "bomb"), script, account="alice",
                                                           time_limit_s=4))
     most = 0
