@@ -1,11 +1,14 @@
-"""A job's supervising shell is signalled by its pidfd and its process group only while it has not
-exited: once it is gone, its PID (and group id) may be another process's, and only the confinement,
-which knows the run's processes, signals them."""
+"""A job's supervising shell: it joins its confinement itself; a restarted executor finds it by its
+status file; it is signalled by its pidfd and its process group only while it has not exited (once
+it is gone, its PID and group id may be another process's, and only the confinement, which knows
+the run's processes, signals them)."""
 
 import asyncio
 import os
 import signal
 import subprocess
+import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -80,3 +83,39 @@ async def test_a_running_shell_is_signalled_by_its_pidfd(tmp_path):
                                          devnull.fileno(), tmp_path / "status", 0o077, confinement)
     await process.kill()
     assert process.returncode == -signal.SIGKILL and process.pidfd is None
+
+
+async def test_the_shell_joins_by_writing_0_itself_to_each_join_file(tmp_path):
+    """"0" names the writer: the kernel then moves the shell's own thread without the lock that
+    waits for an RCU grace period (cgroup v1's `tasks`); a PID would take that lock again."""
+    confinement = RecordingConfinement()
+    confinement.join_files = [str(tmp_path / "memory-tasks"), str(tmp_path / "pids-tasks")]
+    process = await spawned(tmp_path, confinement)
+    assert await process.wait() == 0
+    assert [Path(file).read_text() for file in confinement.join_files] == ["0\n", "0\n"]
+
+
+def test_a_shell_whose_pid_was_never_journaled_is_found_by_its_status_file_and_user_not_its_script(tmp_path):
+    """An executor stopped just after the spawn is followed by one of another version, whose
+    supervising script may differ: the status file, the job's own, names the shell."""
+    status = tmp_path / "status"
+    shells = []
+    try:
+        # Shells that wait on their input: they stay shells, with no child to outlive them.
+        if os.geteuid() == 0:  # a job's user cannot make its own process pass for the shell
+            shells.append(subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                            "/bin/sh", "-c", "read -r line", str(status)], stdin=subprocess.PIPE))
+        shells.append(subprocess.Popen(["/bin/sh", "-c", ": an earlier script; read -r line", str(status)],
+                                       stdin=subprocess.PIPE))
+        earlier = shells[-1]
+        found = None
+        deadline = time.monotonic() + 30
+        while found is None and time.monotonic() < deadline:  # (until each shell has exec'd)
+            found = JobProcess.find(status, RecordingConfinement())
+            time.sleep(0.01)
+        assert found is not None and found.pid == earlier.pid
+        assert JobProcess.find(tmp_path / "another-status", RecordingConfinement()) is None
+    finally:
+        for shell in shells:
+            shell.kill()
+            shell.wait()

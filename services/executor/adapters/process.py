@@ -23,7 +23,8 @@ from services.executor.core.lifecycle import CLEAN_PATH
 # The job runs under a small shell, which stays the executor's user (root: the job cannot touch
 # its files), that records how it ended in a status file (the exit status, then `times`: the CPU
 # time used), so that an executor restarted meanwhile still learns the true exit status ($0 is
-# the status file). First it joins the run's cgroups (the files before "--"), so that everything
+# the status file). First it joins the run's cgroups (the files before "--"; "0" is whoever
+# writes, so the shell's own builtin `echo` must, not a subshell or /bin/echo), so that everything
 # the job forks is in them; before it starts the job it makes the status file, empty, so a run
 # without one never started. The shell traps (not ignores: the job keeps the default) SIGTERM,
 # SIGINT and SIGHUP, so a cancel reaches the job, the job gets its grace period, and the shell
@@ -170,10 +171,12 @@ class JobProcess:
     @classmethod
     def find(cls, status_file: Path, confinement: Confinement) -> JobProcess | None:
         """The supervising shell of a job whose PID was never journaled (its executor stopped just
-        after spawning it), by its command line, which names the job's own status file."""
-        command = ["/bin/sh", "-c", SUPERVISOR, str(status_file)]
-        for process in psutil.process_iter(["cmdline", "create_time"]):
-            if (process.info["cmdline"] or [])[:4] == command:
+        after spawning it): a shell of this executor's user whose `$0` is the job's own status file.
+        Its script is not compared: an earlier version of the executor may have started it."""
+        for process in psutil.process_iter(["cmdline", "create_time", "uids"]):
+            command, uids = process.info["cmdline"] or [], process.info["uids"]
+            if (command[:2] == ["/bin/sh", "-c"] and command[3:4] == [str(status_file)]
+                    and uids is not None and uids.real == os.geteuid()):
                 return cls.attach(process.pid, process.info["create_time"], status_file, confinement)
         return None
 
