@@ -139,7 +139,7 @@ def test_cgroup_mounts_and_oom_counts_are_read_from_the_kernels_files():
 def test_the_supervising_shell_joins_v1_cgroups_by_its_thread_and_a_v2_cgroup_as_a_process(tmp_path):
     """v1's `tasks` moves the writer's own thread without the kernel's lock that waits for an RCU
     grace period; v2 has no `tasks`, and moves a thread alone only within a threaded subtree.
-    (Plain folders stand for the hierarchies: v2 cannot be mounted with controllers on this machine.)"""
+    (Plain folders stand for the hierarchies: here memory and pids are v1's, so v2 has neither.)"""
     memory, pids, unified = (tmp_path / name for name in ("memory", "pids", "unified"))
     for base in (memory, pids, unified):
         base.mkdir()

@@ -191,10 +191,10 @@ class CgroupTree:
 
     def _run(self, name: str) -> CgroupRun:
         dirs = [base / name for base in self.bases]
-        # How the supervising shell joins: in v1 it moves its own thread (`tasks`), which the kernel
-        # does without the global lock whose writer waits for an RCU grace period (milliseconds per
-        # job); the shell has no other thread, so the whole process moves. v2 moves a single thread
-        # only within a threaded subtree.
+        # How the supervising shell joins (it writes "0", itself): in v1 it moves its own thread
+        # (`tasks`), which the kernel does without the global lock whose writer waits for an RCU
+        # grace period (milliseconds per job); the shell has no other thread, so the whole process
+        # moves. v2 moves a single thread only within a threaded subtree.
         joins = [folder / ("cgroup.procs" if self.version == 2 else "tasks") for folder in dirs]
         return CgroupRun(dirs, joins, dirs[0] / ("memory.events" if self.version == 2 else "memory.oom_control"),
                          dirs[0] / ("memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"))
