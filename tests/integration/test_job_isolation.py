@@ -280,7 +280,8 @@ async def test_a_fork_bomb_is_contained_and_every_process_of_it_is_killed(event_
                                                                          few_processes):
     # A backstop of the test's own, well above the cap under test: a containment that fails lets
     # the bomb fail the test at this many processes, not fill the machine's process table.
-    backstop = f'[ "$(ulimit -u)" = unlimited ] || [ "$(ulimit -u)" -gt {BOMB_BACKSTOP} ] && ulimit -u {BOMB_BACKSTOP}\n'
+    limit = '"$(ulimit -u)"'
+    backstop = f"[ {limit} = unlimited ] || [ {limit} -gt {BOMB_BACKSTOP} ] && ulimit -u {BOMB_BACKSTOP}\n"
     script = backstop + "bomb() { bomb | bomb & }\nbomb\nsleep 3071\n"
     job_id, _ = await submit_and_allocate(event_log, spec(str(jobs_root / "bomb"), script, account="alice",
                                                           time_limit_s=4))

@@ -195,8 +195,8 @@ class CgroupTree:
         # (`tasks`), which the kernel does without the global lock whose writer waits for an RCU
         # grace period (milliseconds per job); the shell has no other thread, so the whole process
         # moves. v2 moves a single thread only within a threaded subtree.
-        joins = [folder / ("cgroup.procs" if self.version == 2 else "tasks") for folder in dirs]
-        return CgroupRun(dirs, joins, dirs[0] / ("memory.events" if self.version == 2 else "memory.oom_control"),
+        return CgroupRun(dirs, "cgroup.procs" if self.version == 2 else "tasks",
+                         dirs[0] / ("memory.events" if self.version == 2 else "memory.oom_control"),
                          dirs[0] / ("memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"))
 
     def confine(self, identity: RunIdentity, memory_mb: int) -> CgroupRun:
@@ -232,15 +232,15 @@ class CgroupTree:
 
 
 class CgroupRun:
-    def __init__(self, dirs: list[Path], joins: list[Path], oom_file: Path, peak_file: Path) -> None:
+    def __init__(self, dirs: list[Path], join_file: str, oom_file: Path, peak_file: Path) -> None:
         self.dirs = dirs
-        self.joins = joins
+        self.join_file = join_file  # in each of its cgroups: the file its supervising shell joins by
         self.oom_file = oom_file
         self.peak_file = peak_file  # the kernel's high-water mark of the run's memory (page cache included)
 
     @property
     def join_files(self) -> list[str]:
-        return [str(join) for join in self.joins]
+        return [str(folder / self.join_file) for folder in self.dirs]
 
     def track(self, pid: int) -> None:
         pass  # the cgroup knows its processes
