@@ -69,8 +69,12 @@ def job_folder(stack: Stack) -> Path:
 def loadgen_process(stack: Stack, mode: str, *args: str) -> subprocess.Popen:
     """The load generator started against the stack."""
     # `--token=…` in one word: a token may start with "-", which argparse would take for an option.
-    command = [sys.executable, str(HERE / "loadgen.py"), "--base-url", stack.config.api_url, f"--token={stack.token}",
-               "--cwd", str(job_folder(stack)), "--mode", mode, *args]
+    return client_process(stack.config.api_url, mode, f"--token={stack.token}", "--cwd", str(job_folder(stack)), *args)
+
+
+def client_process(base_url: str, mode: str, *args: str) -> subprocess.Popen:
+    """The load generator started against any server."""
+    command = [sys.executable, str(HERE / "loadgen.py"), "--base-url", base_url, "--mode", mode, *args]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -87,8 +87,12 @@ def submit(stack: Stack, jobs_by_clients: dict[int, int]) -> dict:
     figures = {}
     for clients, jobs in jobs_by_clients.items():
         figures[f"c{clients}"] = {"projector_catch_up_s": wait_for_projector(stack),
-                                  **loadgen(stack, "submit", "--jobs", str(jobs), "--concurrency", str(clients))}
+                                  **loadgen(stack, "submit", *submit_options(jobs, clients))}
     return figures
+
+
+def submit_options(jobs: int, clients: int) -> tuple[str, ...]:
+    return "--jobs", str(jobs), "--concurrency", str(clients)
 
 
 def job_ids(stack: Stack, state: str | None = None) -> list[str]:
@@ -115,18 +119,24 @@ def query(stack: Stack, seconds: float) -> dict:
     """Queries of existing jobs by QUERY_CLIENTS clients: alone, then while as many clients submit;
     and of ended jobs alone (those of run_jobs_to_their_end and the benchmarks before)."""
     ids = ",".join(queryable_ids(stack))
-    query_args = ("--ids", ids, "--concurrency", str(QUERY_CLIENTS), "--duration", str(seconds))
-    idle = {"projector_catch_up_s": wait_for_projector(stack), **loadgen(stack, "query", *query_args)}
-    ended = loadgen(stack, "query", "--ids", ",".join(job_ids(stack, "COMPLETED")), "--concurrency",
-                    str(QUERY_CLIENTS), "--duration", str(seconds))
+    idle = {"projector_catch_up_s": wait_for_projector(stack), **loadgen(stack, "query", *query_options(ids, seconds))}
+    ended = loadgen(stack, "query", *query_options(",".join(job_ids(stack, "COMPLETED")), seconds))
     # The submitters are bounded by time, not by count: they stop with the queries.
     submitters = loadgen_process(stack, "submit", "--jobs", "1000000", "--concurrency", str(QUERY_CLIENTS),
                                  "--timeout", str(seconds + 1), "--no-cleanup")
-    under_load = loadgen(stack, "query", *query_args)
+    under_load = loadgen(stack, "query", *query_options(ids, seconds))
     return {"idle": idle, "ended": ended,
             "under_submit_load": {**under_load, "submit_load": loadgen_result(submitters)}}
 
 
+def query_options(ids: str, seconds: float) -> tuple[str, ...]:
+    return "--ids", ids, "--concurrency", str(QUERY_CLIENTS), "--duration", str(seconds)
+
+
 def drain(stack: Stack, jobs: int) -> dict:
     """`jobs` trivial jobs submitted at once, until every one is terminal."""
-    return loadgen(stack, "drain", "--jobs", str(jobs), "--concurrency", str(DRAIN_CLIENTS), "--timeout", "900")
+    return loadgen(stack, "drain", *drain_options(jobs))
+
+
+def drain_options(jobs: int) -> tuple[str, ...]:
+    return "--jobs", str(jobs), "--concurrency", str(DRAIN_CLIENTS), "--timeout", "900"

@@ -15,6 +15,9 @@ original SCNS-Conductor) and one JSON line per benchmark, so runs can be compare
   drain        1,000 and 10,000 trivial jobs with the executor declaring 2, 16 and 256 CPUs; the CPU
                time each part took per job (bench/cpu.py); the resident memory of each part at
                rest, after the largest drain and after a pause
+  client-ceiling
+               the load generator's own ceiling: its submit, query and drain runs against a server
+               that does no work (bench/null_server.py); no server is measured above it through it
   allocator    the pure allocator's cost per decision over a grid of pending jobs x nodes
   rebuild      the projector replaying 1,000,000 events into a fresh read model
   durability   JetStream publish rates: one server (default sync, sync always), 3 servers R3
@@ -44,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import allocator  # noqa: E402
+import client_ceiling  # noqa: E402
 import cpu  # noqa: E402
 import durability  # noqa: E402
 import http_api  # noqa: E402
@@ -89,10 +93,11 @@ QUICK = Sizes(latency_samples=5, cancel_samples=3, submit_jobs={1: 50, 32: 200, 
 # These share one stack (2 CPUs), in this order: its node takes jobs for the first two, then it is
 # drained (http_api.hold_new_jobs) so that the submits of the rest stay PENDING.
 ON_MAIN_STACK = ("latency", "cancel", "submit", "query", "wrk")
-NAMES = (*ON_MAIN_STACK, "sync-always", "drain", "allocator", "rebuild", "durability", "recovery", "tracing")
+NAMES = (*ON_MAIN_STACK, "sync-always", "drain", "client-ceiling", "allocator", "rebuild", "durability", "recovery", "tracing")
 GOAL_DRAIN = {2: 100, 16: 300, 256: 400}
 SLURM_DRAIN = {2: "2", 16: "16", 256: "74–84"}
 MEMORY_PARTS = ("gateway", "projector", "scheduler", "executor", "nats", "postgres")
+ALONE = "the load generator alone, against a server doing nothing"
 CPU_PARTS = ("total", "jobs", "executor", "loadgen", "gateway", "projector", "nats", "scheduler", "postgres")
 
 
@@ -149,6 +154,7 @@ def other_benchmarks(sizes: Sizes) -> dict[str, Callable[[], dict]]:
     return {
         "sync-always": lambda: sync_always(sizes),
         "drain": lambda: drains(sizes),
+        "client-ceiling": lambda: client_ceiling.measure(sizes.submit_jobs, sizes.query_seconds, sizes.drain_jobs),
         "allocator": lambda: allocator.measure(list(sizes.allocator_pending), list(sizes.allocator_nodes),
                                                sizes.allocator_rounds),
         "rebuild": lambda: asyncio.run(rebuild.measure(sizes.rebuild_events // 4)),
@@ -184,6 +190,9 @@ def rows(sizes: Sizes) -> list[Row]:
         table.append(Row(f"submit latency, {counted(clients, 'client')}, p50 / p99 ms", "submit",
                          ((f"c{clients}", "submit_latency_ms", "p50"), (f"c{clients}", "submit_latency_ms", "p99"))))
     for clients in sizes.submit_jobs:
+        table.append(Row(f"submit, {counted(clients, 'client')}, jobs/s: {ALONE}", "client-ceiling",
+                         (("submit", f"c{clients}", "throughput_jobs_per_s"),), goal=2500))
+    for clients in sizes.submit_jobs:
         table.append(Row(f"submit (wrk), {counted(clients, 'connection')}, requests/s", "wrk",
                          (("submit", f"c{clients}", "requests_per_s"),), goal=2500, slurm="~1,000", original="~200"))
         table.append(Row(f"submit (wrk), {counted(clients, 'connection')}, p50 / p99 ms", "wrk",
@@ -216,6 +225,9 @@ def rows(sizes: Sizes) -> list[Row]:
                              (("runs", f"{cpus}cpus-{jobs}", "completed_per_s"),), goal=GOAL_DRAIN.get(cpus),
                              slurm=SLURM_DRAIN.get(cpus, ""), original="~1.6"))
     last = f"{sizes.drain_cpus[-1]}cpus-{sizes.drain_jobs[-1]}"
+    for jobs in sizes.drain_jobs:
+        table.append(Row(f"drain of {jobs:,} jobs, completed jobs/s: {ALONE}", "client-ceiling",
+                         (("drain", str(jobs), "completed_per_s"),)))
     table.append(Row(f"submit while draining ({last}), jobs/s", "drain",
                      (("runs", last, "submit_throughput_jobs_per_s"),)))
     table.append(Row(f"CPU ms per job ({last}): {' / '.join(CPU_PARTS)}", "drain",
@@ -228,6 +240,10 @@ def rows(sizes: Sizes) -> list[Row]:
                          original="~240"))
         table.append(Row(f"query, 32 clients {label}, p99 ms", "query", ((load, "query_latency_ms", "p99"),), goal=20,
                          higher_is_better=False, original="~380"))
+    table.append(Row(f"query, 32 clients, queries/s: {ALONE}", "client-ceiling", (("query", "queries_per_s"),),
+                     goal=3000))
+    table.append(Row(f"query, 32 clients, p99 ms: {ALONE}", "client-ceiling", (("query", "query_latency_ms", "p99"),),
+                     goal=20, higher_is_better=False))
     table.append(Row("submits/s meanwhile (32 clients)", "query",
                      (("under_submit_load", "submit_load", "throughput_jobs_per_s"),)))
     for load, label in (("alone", "alone"), ("ended", "alone, ended jobs"),
@@ -333,7 +349,8 @@ def main() -> int:
             failed = True
             results[name] = {"error": traceback.format_exc(limit=3)}
             print(results[name]["error"], file=sys.stderr, flush=True)
-        mode = {"sync-always": "sync-always", "allocator": None, "durability": None}.get(name, "default")
+        mode = {"sync-always": "sync-always", "allocator": None, "durability": None,
+                "client-ceiling": None}.get(name, "default")
         lines.append(json.dumps({"bench": name, **results[name], "durability": mode, "quick": args.quick,
                                  "git": revision, "when": datetime.now(timezone.utc).isoformat(timespec="seconds")},
                                 ensure_ascii=False, default=str))
