@@ -53,12 +53,18 @@ class NullApi(asyncio.Protocol):
             if not blank_line:
                 return
             lines = head.split(b"\r\n")
-            length = next((int(value) for name, _, value in (line.partition(b":") for line in lines[1:])
-                           if name.strip().lower() == b"content-length"), 0)
+            try:
+                path = lines[0].split(b" ")[1].decode()
+                length = next((int(value) for name, _, value in (line.partition(b":") for line in lines[1:])
+                               if name.strip().lower() == b"content-length"), 0)
+            except (IndexError, ValueError):  # not a request this server understands: said, and closed
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.close()
+                return
             if len(rest) < length:
                 return
             self.received = rest[length:]
-            self.transport.write(self.response(lines[0].split(b" ")[1].decode()))
+            self.transport.write(self.response(path))
 
     def response(self, path: str) -> bytes:
         if path == "/jobs/submit":
