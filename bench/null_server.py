@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import formatdate
@@ -75,7 +76,8 @@ class NullApi(asyncio.Protocol):
             status, body = "404 Not Found", {"detail": "not found"}
         content = json.dumps(body, separators=(",", ":")).encode()
         return (f"HTTP/1.1 {status}\r\ndate: {formatdate(usegmt=True)}\r\nserver: uvicorn\r\n"
-                f"content-type: application/json\r\ncontent-length: {len(content)}\r\n\r\n").encode() + content
+                f"content-type: application/json\r\ncontent-length: {len(content)}\r\n"
+                f"x-request-id: {uuid.uuid4()}\r\nx-process-time: 0.001\r\n\r\n").encode() + content
 
 
 async def serve(port: int) -> None:
